@@ -1,0 +1,1 @@
+"""muxserve.server"""
