@@ -1,0 +1,158 @@
+"""Unit tests of the head-wise block manager: layout arithmetic, quotas, errors, preemption."""
+
+from __future__ import annotations
+
+import pytest
+
+from muxserve.kvcache import BlockManager, OutOfBlocksError
+
+
+def test_tokens_per_block_follows_head_dim() -> None:
+    bm = BlockManager(num_blocks=100)
+    smol = bm.register_model(0, num_layers=30, num_kv_heads=3, head_dim=64)
+    gemma = bm.register_model(1, num_layers=18, num_kv_heads=1, head_dim=256)
+    llama = bm.register_model(2, num_layers=32, num_kv_heads=32, head_dim=128)
+    assert (smol.tokens_per_block, gemma.tokens_per_block, llama.tokens_per_block) == (64, 16, 32)
+    assert (smol.blocks_per_token_block, gemma.blocks_per_token_block) == (90, 18)
+    assert llama.blocks_per_token_block == 1024
+
+
+def test_blocks_needed_is_g_times_token_blocks() -> None:
+    bm = BlockManager(num_blocks=100)
+    bm.register_model(0, num_layers=2, num_kv_heads=3, head_dim=128)  # g=6, tpb=32
+    assert bm.blocks_needed(0, 0) == 0
+    assert bm.blocks_needed(0, 1) == 6
+    assert bm.blocks_needed(0, 32) == 6
+    assert bm.blocks_needed(0, 33) == 12
+    assert bm.blocks_needed(0, 96) == 18
+
+
+def test_allocate_append_free_and_table_shape() -> None:
+    bm = BlockManager(num_blocks=20)
+    bm.register_model(7, num_layers=2, num_kv_heads=2, head_dim=128)  # g=4, tpb=32
+    bm.allocate(seq_id=1, model_id=7, num_tokens=40)
+    table = bm.block_table(1)
+    assert [len(r) for r in table] == [4, 4]
+    assert table[0] == [0, 1, 2, 3]  # LIFO free list hands out low ids first
+    assert bm.used_blocks(7) == 8 and bm.num_free_blocks == 12
+    bm.append(1, 24)  # 64 tokens: still two token blocks
+    assert bm.num_tokens(1) == 64 and bm.used_blocks() == 8
+    bm.append(1)  # 65th token crosses a boundary: g more blocks
+    assert len(bm.block_table(1)) == 3 and bm.used_blocks(7) == 12
+    assert bm.model_of(1) == 7 and bm.seqs_of(7) == [1]
+    bm.check_integrity()
+    bm.free(1)
+    assert bm.used_blocks() == 0 and bm.num_free_blocks == 20 and bm.seqs_of(7) == []
+    bm.check_integrity()
+
+
+def test_two_head_dims_share_one_free_list() -> None:
+    bm = BlockManager(num_blocks=108)
+    bm.register_model(0, num_layers=30, num_kv_heads=3, head_dim=64)  # g=90, tpb=64
+    bm.register_model(1, num_layers=18, num_kv_heads=1, head_dim=256)  # g=18, tpb=16
+    bm.allocate(10, 0, 64)
+    bm.allocate(11, 1, 16)
+    assert bm.num_free_blocks == 0
+    assert not bm.can_append(10) and not bm.can_append(11)
+    bm.free(10)
+    assert bm.can_append(11, 16 * 5)  # gemma takes the blocks smollm2 gave back
+    bm.append(11, 16 * 5)
+    assert bm.used_blocks(1) == 108
+    bm.check_integrity()
+
+
+def test_quota_refuses_growth_but_not_existing_use() -> None:
+    bm = BlockManager(num_blocks=100)
+    bm.register_model(0, num_layers=1, num_kv_heads=4, head_dim=128, quota_blocks=8)  # g=4
+    assert bm.can_allocate(0, 64) and not bm.can_allocate(0, 65)
+    bm.allocate(1, 0, 32)
+    assert not bm.can_allocate(0, 33)
+    bm.allocate(2, 0, 32)
+    assert bm.used_blocks(0) == 8 and not bm.can_append(1)
+    assert bm.can_append(1, 0)
+    with pytest.raises(OutOfBlocksError, match="quota 8"):
+        bm.append(1)
+    bm.set_quota(0, 4)  # below current use: allowed, nothing is evicted
+    assert bm.used_blocks(0) == 8 and not bm.can_allocate(0, 1)
+    bm.set_quota(0, None)
+    assert bm.can_allocate(0, 32 * 23)
+    assert bm.quota(0) is None
+    bm.check_integrity()
+
+
+def test_failed_allocate_changes_nothing() -> None:
+    bm = BlockManager(num_blocks=10)
+    bm.register_model(0, num_layers=1, num_kv_heads=4, head_dim=128)
+    bm.allocate(1, 0, 64)
+    with pytest.raises(OutOfBlocksError, match="needs 8 more blocks: 2 free"):
+        bm.allocate(2, 0, 64)
+    with pytest.raises(OutOfBlocksError):
+        bm.append(1, 64)
+    assert bm.num_free_blocks == 2 and bm.num_tokens(1) == 64 and not bm.has_seq(2)
+    bm.check_integrity()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda bm: bm.register_model(0, 1, 1, 128), "already registered"),
+        (lambda bm: bm.register_model(1, 1, 1, 96), "2 \\* head_dim must divide block_numel"),
+        (lambda bm: bm.register_model(1, 0, 1, 128), "num_layers must be a positive integer"),
+        (lambda bm: bm.layout(5), r"unknown model_id 5; registered: \[0\]"),
+        (lambda bm: bm.allocate(1, 5, 3), "unknown model_id 5"),
+        (lambda bm: bm.allocate(9, 0, 3), "seq_id 9 already holds blocks"),
+        (lambda bm: bm.append(4), "unknown seq_id 4"),
+        (lambda bm: bm.free(4), "unknown seq_id 4"),
+        (lambda bm: bm.set_quota(0, -1), "quota_blocks must be an integer >= 0 or None"),
+        (lambda bm: bm.blocks_needed(0, -1), "num_tokens must be >= 0"),
+        (lambda bm: bm.append(9, -2), "num_new_tokens must be >= 0"),
+    ],
+)
+def test_bad_input_gets_clear_errors(call, match) -> None:  # type: ignore[no-untyped-def]
+    bm = BlockManager(num_blocks=10)
+    bm.register_model(0, 1, 1, 128)
+    bm.allocate(9, 0, 3)
+    with pytest.raises(ValueError, match=match):
+        call(bm)
+    bm.check_integrity()
+    assert bm.used_blocks() == 1
+
+
+def test_constructor_rejects_bad_sizes() -> None:
+    with pytest.raises(ValueError, match="num_blocks must be an integer >= 0"):
+        BlockManager(-1)
+    with pytest.raises(ValueError, match="block_numel must be a positive integer"):
+        BlockManager(4, block_numel=0)
+
+
+def test_preemption_victims_newest_first() -> None:
+    bm = BlockManager(num_blocks=100)
+    bm.register_model(0, 1, 2, 128)  # g=2
+    bm.register_model(1, 1, 3, 128)  # g=3
+    bm.allocate(1, 0, 32)  # 2 blocks
+    bm.allocate(2, 1, 64)  # 6 blocks
+    bm.allocate(3, 0, 64)  # 4 blocks
+    bm.allocate(4, 1, 1)  # 3 blocks
+    assert bm.preemption_victims(None, 3) == [4]
+    assert bm.preemption_victims(None, 4) == [4, 3]
+    assert bm.preemption_victims(0, 5) == [3, 1]
+    assert bm.preemption_victims(1, 7) == [4, 2]
+    assert bm.preemption_victims(0, 0) == []
+    assert bm.preemption_victims(0, 99) == [3, 1]  # not enough: all candidates, caller checks
+    bm.free(2)
+    bm.allocate(2, 1, 1)  # reallocated: now the newest
+    assert bm.seqs_of(1) == [4, 2]
+    assert bm.preemption_victims(None, 1) == [2]
+
+
+def test_check_integrity_catches_corruption() -> None:
+    bm = BlockManager(num_blocks=8)
+    bm.register_model(0, 1, 2, 128)
+    bm.allocate(1, 0, 10)
+    bm._free.append(bm._seqs[1].table[0][0])  # a block both free and owned
+    with pytest.raises(AssertionError, match="also free|twice"):
+        bm.check_integrity()
+    bm._free.pop()
+    bm._free.pop()  # a leaked block
+    with pytest.raises(AssertionError, match="leaked"):
+        bm.check_integrity()
