@@ -1,0 +1,89 @@
+"""Pick the next token of every sequence in one batch, each with its own SamplingParams.
+
+Greedy rows take the argmax. Other rows are divided by their temperature, filtered by top-k and
+then top-p (on the top-k-renormalised distribution, as vLLM does), and drawn with their own
+``torch.Generator``: a seeded request owns a generator made from its seed, so its tokens do not
+depend on which other requests share the batch. Unseeded requests share the sampler's generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from muxserve.types import SamplingParams
+
+
+def make_generator(seed: int | None) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (None: a nondeterministic seed)."""
+    gen = torch.Generator()
+    if seed is None:
+        gen.seed()
+    else:
+        gen.manual_seed(seed)
+    return gen
+
+
+class Sampler:
+    """Turns logits [B, V] into one token id per row. Holds the generator of unseeded rows."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._shared = make_generator(seed)
+
+    def sample(self, logits: torch.Tensor, params: Sequence[SamplingParams],
+               generators: Sequence[torch.Generator | None]) -> list[int]:
+        """logits: [B, V] (any float dtype); params/generators: one per row (None = shared).
+
+        Advances each row's generator by exactly one draw when the row is not greedy.
+        """
+        assert logits.dim() == 2 and logits.shape[0] == len(params) == len(generators), (
+            f"logits {tuple(logits.shape)} vs {len(params)} params, {len(generators)} generators")
+        logits = logits.float()
+        tokens = logits.argmax(dim=-1).tolist()  # greedy answer for every row, vectorised
+        rows = [i for i, p in enumerate(params) if not p.greedy]
+        if not rows:
+            return tokens
+        probs = filtered_probs(logits[rows], [params[i] for i in rows])
+        for j, i in enumerate(rows):
+            gen = generators[i] or self._shared
+            tokens[i] = int(torch.multinomial(probs[j], 1, generator=gen))
+        return tokens
+
+
+def filtered_probs(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """Probabilities [R, V] in token order after temperature, top-k and top-p, over rows.
+
+    logits: [R, V] float32. Filtered tokens get probability 0. A row's probabilities are
+    computed the same way whatever its neighbours ask for (a softmax over the kept tokens in
+    token order), so a seeded row draws the same token in any batch.
+    """
+    temps = torch.tensor([p.temperature for p in params], dtype=torch.float32)
+    logits = logits / temps[:, None]
+    vocab = logits.shape[-1]
+    filtering = [i for i, p in enumerate(params) if 0 < p.top_k < vocab or p.top_p < 1.0]
+    if filtering:
+        sub = [params[i] for i in filtering]
+        keep = _keep_mask(logits[filtering], [p.top_k for p in sub], [p.top_p for p in sub])
+        logits[filtering] = logits[filtering].masked_fill(~keep, float("-inf"))
+    return torch.softmax(logits, dim=-1)
+
+
+def _keep_mask(logits: torch.Tensor, top_k: list[int], top_p: list[float]) -> torch.Tensor:
+    """[R, V] bool: tokens inside each row's top-k, then inside its top-p nucleus."""
+    vocab = logits.shape[-1]
+    k = torch.tensor([t if 0 < t < vocab else vocab for t in top_k])
+    p = torch.tensor(top_p, dtype=torch.float32)
+    # Top-p needs the whole row sorted; with top-k alone, topk of the largest k is cheaper.
+    if bool((p >= 1.0).all()):
+        values, index = logits.topk(int(k.max()), dim=-1)
+    else:
+        values, index = logits.sort(dim=-1, descending=True)
+    drop = torch.arange(values.shape[-1])[None, :] >= k[:, None]
+    probs = torch.softmax(values.masked_fill(drop, float("-inf")), dim=-1)
+    # Keep the smallest prefix whose mass reaches top_p: drop a token when the mass strictly
+    # before it already reaches top_p. The first token always survives, so top_p -> 0 is greedy.
+    # (Rows with top_p == 1 are exempt: float rounding may push their cumsum past 1.)
+    mass_before = probs.cumsum(dim=-1) - probs
+    drop |= (mass_before >= p[:, None]) & (p[:, None] < 1.0)
+    return torch.zeros(logits.shape[0], vocab, dtype=torch.bool).scatter(1, index, ~drop)
