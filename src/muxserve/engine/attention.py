@@ -1,0 +1,163 @@
+"""Paged attention over the head-wise KV pool.
+
+Per model batch (one `execute` call) we build, once, integer row indices into the pool seen as
+rows of head_dim elements (`pool.view(head_dim).view(-1, head_dim)`): row
+`(block * 2 + kv) * tokens_per_block + offset` holds K (kv=0) or V (kv=1) of one token of one
+(layer, KV head). Per layer the attention then costs:
+
+  1. one `index_copy_` writing K/V of all new tokens and heads through `write_rows[layer]`;
+  2. one `index_select` gathering K/V of every sequence's whole context through
+     `read_rows[layer]` into a reused buffer [B, 2, H_kv, C, D] (C = longest context);
+  3. one `scaled_dot_product_attention` with a boolean mask (causal, padding and, for
+     sliding-window layers, the window).
+
+GQA without copies: query heads hq = hkv * G + g share KV head hkv, so queries are laid out as
+[B, H_kv, S * G, D] and the KV tensors keep H_kv heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import chain
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+
+class Layout(Protocol):
+    """What attention needs from `muxserve.kvcache.block_manager.KVLayout`."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    tokens_per_block: int
+
+
+@dataclass(frozen=True)
+class AttnBatch:
+    """Index tensors of one batch step, shared by all layers of one model.
+
+    B sequences with n_i new tokens each (T = sum n_i, S = max n_i) and contexts
+    c_i = start_i + n_i (C = max c_i).
+    """
+
+    positions: torch.Tensor      # [T] absolute position of each new token (for RoPE)
+    write_rows: torch.Tensor     # [L, T * 2 * H_kv] pool rows of new K/V, source order [T, 2, H_kv]
+    read_rows: torch.Tensor      # [L, B * 2 * H_kv * C] pool rows of context K/V
+    q_index: torch.Tensor | None  # [B * S] token of each padded query slot (None: S == 1)
+    out_index: torch.Tensor | None  # [T] padded slot of each token (None: S == 1)
+    mask: torch.Tensor           # [B, 1, S * G, C] bool, True = attend (causal + padding)
+    local_mask: torch.Tensor | None  # same with the sliding window applied (None: no window)
+    last_index: torch.Tensor     # [B] index in [T] of each sequence's last new token
+    num_seqs: int
+    max_new: int                 # S
+    max_context: int             # C
+
+
+def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list[list[int]]],
+                     layout: Layout, num_q_heads: int, num_pool_blocks: int,
+                     sliding_window: int = 0) -> AttnBatch:
+    """Index tensors for one step; validates that each block table covers its context."""
+    B, L, H = len(num_new), layout.num_layers, layout.num_kv_heads
+    tpb, G = layout.tokens_per_block, num_q_heads // layout.num_kv_heads
+    ctx = [s + n for s, n in zip(start_pos, num_new, strict=True)]
+    nblk = [-(-c // tpb) for c in ctx]
+    for i, (tab, nb) in enumerate(zip(tables, nblk, strict=True)):
+        if len(tab) < nb:
+            raise ValueError(f"sequence {i}: block table has {len(tab)} token-blocks, "
+                             f"its context of {ctx[i]} tokens needs {nb}")
+        if any(len(row) != L * H for row in tab[:nb]):
+            raise ValueError(f"sequence {i}: block table rows must have num_layers * "
+                             f"num_kv_heads = {L * H} entries")
+    NB, C, S = max(nblk), max(ctx), max(num_new)
+    # table: [B, NB, L*H] block ids, padded with block 0 (padded keys are masked out)
+    flat = torch.tensor(list(chain.from_iterable(chain.from_iterable(
+        tab[:nb] for tab, nb in zip(tables, nblk, strict=True)))), dtype=torch.int64)
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= num_pool_blocks):
+        raise ValueError(f"block ids must be in [0, {num_pool_blocks}), "
+                         f"got [{int(flat.min())}, {int(flat.max())}]")
+    nblk_t = torch.tensor(nblk)
+    seq_of_blk = torch.repeat_interleave(torch.arange(B), nblk_t)
+    blk_in_seq = torch.arange(flat.numel() // (L * H)) - torch.repeat_interleave(
+        torch.cumsum(nblk_t, 0) - nblk_t, nblk_t)
+    table = torch.zeros(B, NB, L * H, dtype=torch.int64)
+    table[seq_of_blk, blk_in_seq] = flat.view(-1, L * H)
+    kv_off = torch.tensor([0, tpb]).view(1, 1, 2, 1)
+
+    # new tokens: sequence, position
+    n_t = torch.tensor(num_new)
+    seq_of_tok = torch.repeat_interleave(torch.arange(B), n_t)
+    first_tok = torch.cumsum(n_t, 0) - n_t
+    idx_in_seq = torch.arange(len(seq_of_tok)) - first_tok[seq_of_tok]
+    positions = torch.tensor(start_pos)[seq_of_tok] + idx_in_seq
+    # write_rows[l, t, kv, h] = (block * 2 + kv) * tpb + pos % tpb
+    blk = table[seq_of_tok, positions // tpb].view(-1, L, H).transpose(0, 1)  # [L, T, H]
+    write = blk.unsqueeze(2) * (2 * tpb) + kv_off + (positions % tpb).view(1, -1, 1, 1)
+    # read_rows[l, b, kv, h, j] for j < C: block-level bases plus offsets within the block
+    base = table.view(B, NB, L, H).permute(2, 0, 3, 1).unsqueeze(2) * (2 * tpb)  # [L,B,1,H,NB]
+    base = base + kv_off.view(1, 1, 2, 1, 1)                                       # [L,B,2,H,NB]
+    read = (base.unsqueeze(-1) + torch.arange(tpb)).reshape(L, B, 2, H, NB * tpb)[..., :C]
+
+    # masks over the padded query slots [B, S] x keys [C]
+    q_slot = torch.arange(S).view(1, S)
+    q_valid = torch.minimum(q_slot, (n_t - 1).view(B, 1))     # padded slots repeat the last token
+    q_pos = torch.tensor(start_pos).view(B, 1) + q_valid       # [B, S]
+    k_pos = torch.arange(C).view(1, 1, C)
+    mask = k_pos <= q_pos.unsqueeze(-1)                        # causal (also hides keys >= c_i)
+    local = mask & (k_pos > q_pos.unsqueeze(-1) - sliding_window) if sliding_window > 0 else None
+
+    def per_head(m: torch.Tensor) -> torch.Tensor:             # [B, S, C] -> [B, 1, S * G, C]
+        return m.unsqueeze(2).expand(B, S, G, C).reshape(B, 1, S * G, C)
+
+    q_index = out_index = None
+    if S > 1:
+        q_index = (first_tok.view(B, 1) + q_valid).reshape(-1)
+        out_index = seq_of_tok * S + idx_in_seq
+    return AttnBatch(
+        positions=positions, write_rows=write.reshape(L, -1), read_rows=read.reshape(L, -1),
+        q_index=q_index, out_index=out_index, mask=per_head(mask),
+        local_mask=None if local is None else per_head(local),
+        last_index=first_tok + n_t - 1, num_seqs=B, max_new=S, max_context=C)
+
+
+class PagedAttention:
+    """Attention of one model over its views of the pool; owns the reused gather buffer."""
+
+    def __init__(self, pool_storage: torch.Tensor, layout: Layout, num_q_heads: int,
+                 scale: float) -> None:
+        self.H, self.D = layout.num_kv_heads, layout.head_dim
+        self.G = num_q_heads // self.H
+        self.scale = scale
+        self.rows = pool_storage.view(-1, self.D)  # [num_blocks * 2 * tpb, D]
+        self._buf = torch.empty(0, dtype=pool_storage.dtype)
+
+    def gather_buffer(self, batch: AttnBatch) -> torch.Tensor:
+        """[B, 2, H_kv, C, D] view of a buffer reused across layers and calls."""
+        shape = (batch.num_seqs, 2, self.H, batch.max_context, self.D)
+        n = batch.num_seqs * 2 * self.H * batch.max_context * self.D
+        if self._buf.numel() < n:
+            self._buf = torch.empty(n, dtype=self.rows.dtype)
+        return self._buf[:n].view(shape)
+
+    def __call__(self, q: torch.Tensor, kv_new: torch.Tensor, layer: int, batch: AttnBatch,
+                 buf: torch.Tensor, local: bool) -> torch.Tensor:
+        """q: [T, H_q, D]; kv_new: [T, 2, H_kv, D] (RoPE applied). Returns [T, H_q * D].
+
+        Modifies the pool: writes kv_new at the batch's slots of `layer`.
+        """
+        T = q.shape[0]
+        B, S, H, G, D = batch.num_seqs, batch.max_new, self.H, self.G, self.D
+        self.rows.index_copy_(0, batch.write_rows[layer], kv_new.reshape(-1, D))
+        torch.index_select(self.rows, 0, batch.read_rows[layer], out=buf.view(-1, D))
+        k, v = buf[:, 0], buf[:, 1]                               # [B, H_kv, C, D]
+        mask = batch.local_mask if local and batch.local_mask is not None else batch.mask
+        if batch.q_index is None:                                 # decode: S == 1, T == B
+            qh = q.view(B, H, G, D)                               # [B, H_kv, G, D]
+            o = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, scale=self.scale)
+            return o.reshape(T, H * G * D)
+        qp = q.index_select(0, batch.q_index).view(B, S, H, G, D)
+        qh = qp.permute(0, 2, 1, 3, 4).reshape(B, H, S * G, D)  # [B, H_kv, S*G, D]
+        o = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, scale=self.scale)
+        o = o.view(B, H, S, G, D).permute(0, 2, 1, 3, 4).reshape(B * S, H * G * D)
+        return o.index_select(0, batch.out_index)                 # [T, H_q * D]

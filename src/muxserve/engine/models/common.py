@@ -1,0 +1,97 @@
+"""Layers shared by the decoder families: weight lookup and fusion, RMSNorm, RoPE, gated MLP.
+
+Weights arrive as a dict in Hugging Face names and layout (`model.layers.0.self_attn.q_proj.weight`
+is [out, in]); q/k are in HF's rotate_half RoPE order (the loader undoes GGUF's permutation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+# HF checkpoints put the decoder under one of these prefixes (multimodal Gemma3 nests it).
+_PREFIXES = ("model.", "model.language_model.", "language_model.model.", "")
+
+
+class Weights:
+    """Read-only access to an HF-named state dict, converting to the compute dtype on read."""
+
+    def __init__(self, weights: Mapping[str, torch.Tensor], dtype: torch.dtype) -> None:
+        self.weights = weights
+        self.dtype = dtype
+        probe = "embed_tokens.weight"
+        found = [p for p in _PREFIXES if p + probe in weights]
+        if not found:
+            raise ValueError(f"weights have no embed_tokens.weight under any of the prefixes "
+                             f"{[p for p in _PREFIXES if p]}; got keys like {list(weights)[:3]}")
+        self.prefix = found[0]
+
+    def raw(self, name: str) -> torch.Tensor:
+        try:
+            return self.weights[self.prefix + name]
+        except KeyError:
+            raise ValueError(f"missing weight {self.prefix + name!r}") from None
+
+    def get(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        return self.raw(name).detach().to(dtype or self.dtype).contiguous()
+
+    def cat(self, names: list[str]) -> torch.Tensor:
+        """Fuse projections along the output dim (QKV, gate/up): one matmul instead of several."""
+        return torch.cat([self.raw(n).detach().to(self.dtype) for n in names], 0).contiguous()
+
+    def lm_head(self, tied: bool) -> torch.Tensor:
+        if not tied and "lm_head.weight" in self.weights:
+            return self.weights["lm_head.weight"].detach().to(self.dtype).contiguous()
+        return self.get("embed_tokens.weight")
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Llama RMSNorm as HF computes it: normalise in fp32, cast back, then scale in x's dtype."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, weight.shape, weight, eps)
+    return F.rms_norm(x.float(), weight.shape, None, eps).to(x.dtype) * weight
+
+
+def rms_norm_fp32_scale(x: torch.Tensor, scale_fp32: torch.Tensor, eps: float) -> torch.Tensor:
+    """Gemma RMSNorm: normalise and scale by (1 + w) in fp32 (scale_fp32 = 1 + w), cast back."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, scale_fp32.shape, scale_fp32, eps)
+    return F.rms_norm(x.float(), scale_fp32.shape, scale_fp32, eps).to(x.dtype)
+
+
+def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
+    """[D/2] fp32 inverse frequencies, computed as HF's default rope does."""
+    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin: [T, 1, D] for positions [T], in the compute dtype (as HF casts them)."""
+    freqs = positions.float().unsqueeze(-1) * inv_freq          # [T, D/2]
+    emb = torch.cat((freqs, freqs), -1).unsqueeze(1)            # [T, 1, D]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [T, heads, D] in HF's rotate_half convention; returns a new tensor."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), -1)
+    return x * cos + rotated * sin
+
+
+def gated_mlp(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
+              act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """down(act(gate(x)) * up(x)) with gate and up fused: gate_up is [2 * I, hidden]."""
+    gu = F.linear(x, gate_up)                                   # [T, 2I]
+    gate, up = gu.chunk(2, dim=-1)
+    return F.linear(act(gate) * up, down)
+
+
+def silu(x: torch.Tensor) -> torch.Tensor:
+    return F.silu(x)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")

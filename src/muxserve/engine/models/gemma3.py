@@ -1,0 +1,106 @@
+"""Gemma3 text decoder: per-head QK RMSNorm, sandwich norms with HF's x * (1 + w) convention,
+embeddings scaled by sqrt(hidden), gelu-tanh MLP, 5 sliding-window layers (RoPE base 1e4) per
+global layer (RoPE base 1e6), attention scale query_pre_attn_scalar ** -0.5, tied embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from muxserve.config.models import ModelArch
+from muxserve.engine.attention import AttnBatch, PagedAttention
+from muxserve.engine.models.common import (
+    Weights,
+    apply_rope,
+    gated_mlp,
+    gelu_tanh,
+    rms_norm_fp32_scale,
+    rope_cos_sin,
+    rope_inv_freq,
+)
+
+
+@dataclass(frozen=True)
+class Gemma3Layer:
+    # norm scales are 1 + w in fp32: HF's Gemma3RMSNorm scales in fp32 before casting back
+    input_norm: torch.Tensor  # [hidden]
+    qkv: torch.Tensor         # [(H_q + 2 H_kv) * D, hidden]
+    qk_norm: torch.Tensor     # [H_q + H_kv, D]: q_norm for query heads, k_norm for KV heads
+    o: torch.Tensor           # [hidden, H_q * D]
+    post_attn_norm: torch.Tensor
+    pre_ff_norm: torch.Tensor
+    post_ff_norm: torch.Tensor
+    gate_up: torch.Tensor     # [2 * I, hidden]
+    down: torch.Tensor        # [hidden, I]
+    local: bool               # sliding-window layer
+
+
+class Gemma3Model:
+    def __init__(self, arch: ModelArch, weights: Mapping[str, torch.Tensor],
+                 dtype: torch.dtype) -> None:
+        w = Weights(weights, dtype)
+        self.arch, self.dtype = arch, dtype
+        self.embed = w.get("embed_tokens.weight")                   # [vocab, hidden]
+        self.lm_head = w.lm_head(arch.tie_embeddings)
+        # HF multiplies by sqrt(hidden) rounded to the weight dtype
+        self.embed_scale = torch.tensor(arch.hidden_size ** 0.5).to(dtype)
+        self.norm = self._scale(w, "norm.weight")
+        self.inv_freq_global = rope_inv_freq(arch.head_dim, arch.rope_theta)
+        self.inv_freq_local = rope_inv_freq(arch.head_dim, arch.rope_local_theta)
+        Hq, Hkv = arch.num_heads, arch.num_kv_heads
+        self.layers = []
+        for i in range(arch.num_layers):
+            p = f"layers.{i}."
+            qk_norm = torch.cat((self._scale(w, p + "self_attn.q_norm.weight").expand(Hq, -1),
+                                 self._scale(w, p + "self_attn.k_norm.weight").expand(Hkv, -1)))
+            self.layers.append(Gemma3Layer(
+                input_norm=self._scale(w, p + "input_layernorm.weight"),
+                qkv=w.cat([p + f"self_attn.{n}_proj.weight" for n in "qkv"]),
+                qk_norm=qk_norm.contiguous(),
+                o=w.get(p + "self_attn.o_proj.weight"),
+                post_attn_norm=self._scale(w, p + "post_attention_layernorm.weight"),
+                pre_ff_norm=self._scale(w, p + "pre_feedforward_layernorm.weight"),
+                post_ff_norm=self._scale(w, p + "post_feedforward_layernorm.weight"),
+                gate_up=w.cat([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"]),
+                down=w.get(p + "mlp.down_proj.weight"),
+                local=arch.is_local_layer(i)))
+
+    @staticmethod
+    def _scale(w: Weights, name: str) -> torch.Tensor:
+        return 1.0 + w.get(name, torch.float32)
+
+    def forward(self, tokens: torch.Tensor, batch: AttnBatch, attn: PagedAttention
+                ) -> torch.Tensor:
+        """tokens: [T] new tokens of the batch. Returns fp32 logits [B, vocab] of each last token.
+
+        Modifies the pool: K/V of every new token are written at the batch's slots.
+        """
+        a = self.arch
+        Hq, Hkv, D, eps = a.num_heads, a.num_kv_heads, a.head_dim, a.rms_norm_eps
+        T = tokens.shape[0]
+        x = F.embedding(tokens, self.embed) * self.embed_scale      # [T, hidden]
+        rope = {False: rope_cos_sin(batch.positions, self.inv_freq_global, self.dtype),
+                True: rope_cos_sin(batch.positions, self.inv_freq_local, self.dtype)}
+        buf = attn.gather_buffer(batch)
+        for i, w in enumerate(self.layers):
+            h = rms_norm_fp32_scale(x, w.input_norm, eps)
+            qkv = F.linear(h, w.qkv).view(T, Hq + 2 * Hkv, D)
+            qk = _head_norm(qkv[:, :Hq + Hkv], w.qk_norm, eps)     # [T, H_q + H_kv, D]
+            cos, sin = rope[w.local]
+            qk = apply_rope(qk, cos, sin)
+            kv = torch.cat((qk[:, Hq:], qkv[:, Hq + Hkv:]), 1)      # [T, 2 * H_kv, D]
+            o = attn(qk[:, :Hq], kv, i, batch, buf, local=w.local)  # [T, H_q * D]
+            x = x + rms_norm_fp32_scale(F.linear(o, w.o), w.post_attn_norm, eps)
+            h = rms_norm_fp32_scale(x, w.pre_ff_norm, eps)
+            x = x + rms_norm_fp32_scale(gated_mlp(h, w.gate_up, w.down, gelu_tanh),
+                                        w.post_ff_norm, eps)
+        x = rms_norm_fp32_scale(x.index_select(0, batch.last_index), self.norm, eps)
+        return F.linear(x, self.lm_head).float()                    # [B, vocab]
+
+
+def _head_norm(x: torch.Tensor, scale_fp32: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-head RMSNorm over D of x [T, heads, D], scaled by scale_fp32 [heads, D] in fp32."""
+    return (F.rms_norm(x.float(), (x.shape[-1],), None, eps) * scale_fp32).to(x.dtype)

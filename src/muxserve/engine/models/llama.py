@@ -1,0 +1,78 @@
+"""Llama-family decoder (Llama, SmolLM2, Mistral/Qwen2 shapes without biases): GQA, RoPE,
+SiLU-gated MLP, RMSNorm. QKV and gate/up projections are fused at load time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from muxserve.config.models import ModelArch
+from muxserve.engine.attention import AttnBatch, PagedAttention
+from muxserve.engine.models.common import (
+    Weights,
+    apply_rope,
+    gated_mlp,
+    rms_norm,
+    rope_cos_sin,
+    rope_inv_freq,
+    silu,
+)
+
+
+@dataclass(frozen=True)
+class LlamaLayer:
+    input_norm: torch.Tensor  # [hidden]
+    qkv: torch.Tensor         # [(H_q + 2 H_kv) * D, hidden]
+    o: torch.Tensor           # [hidden, H_q * D]
+    post_norm: torch.Tensor   # [hidden]
+    gate_up: torch.Tensor     # [2 * I, hidden]
+    down: torch.Tensor        # [hidden, I]
+
+
+class LlamaModel:
+    def __init__(self, arch: ModelArch, weights: Mapping[str, torch.Tensor],
+                 dtype: torch.dtype) -> None:
+        w = Weights(weights, dtype)
+        self.arch, self.dtype = arch, dtype
+        self.embed = w.get("embed_tokens.weight")                  # [vocab, hidden]
+        self.lm_head = w.lm_head(arch.tie_embeddings)               # [vocab, hidden]
+        self.norm = w.get("norm.weight")
+        self.inv_freq = rope_inv_freq(arch.head_dim, arch.rope_theta)
+        self.local = [arch.is_local_layer(i) for i in range(arch.num_layers)]  # Mistral-style
+        self.layers = []
+        for i in range(arch.num_layers):
+            p = f"layers.{i}."
+            self.layers.append(LlamaLayer(
+                input_norm=w.get(p + "input_layernorm.weight"),
+                qkv=w.cat([p + f"self_attn.{n}_proj.weight" for n in "qkv"]),
+                o=w.get(p + "self_attn.o_proj.weight"),
+                post_norm=w.get(p + "post_attention_layernorm.weight"),
+                gate_up=w.cat([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"]),
+                down=w.get(p + "mlp.down_proj.weight")))
+
+    def forward(self, tokens: torch.Tensor, batch: AttnBatch, attn: PagedAttention
+                ) -> torch.Tensor:
+        """tokens: [T] new tokens of the batch. Returns fp32 logits [B, vocab] of each last token.
+
+        Modifies the pool: K/V of every new token are written at the batch's slots.
+        """
+        a = self.arch
+        Hq, Hkv, D, eps = a.num_heads, a.num_kv_heads, a.head_dim, a.rms_norm_eps
+        T = tokens.shape[0]
+        x = F.embedding(tokens, self.embed)                         # [T, hidden]
+        cos, sin = rope_cos_sin(batch.positions, self.inv_freq, self.dtype)  # [T, 1, D]
+        buf = attn.gather_buffer(batch)
+        for i, w in enumerate(self.layers):
+            h = rms_norm(x, w.input_norm, eps)
+            qkv = F.linear(h, w.qkv).view(T, Hq + 2 * Hkv, D)
+            qk = apply_rope(qkv[:, :Hq + Hkv], cos, sin)            # [T, H_q + H_kv, D]
+            kv = torch.cat((qk[:, Hq:], qkv[:, Hq + Hkv:]), 1)      # [T, 2 * H_kv, D]
+            o = attn(qk[:, :Hq], kv, i, batch, buf, local=self.local[i])    # [T, H_q * D]
+            x = x + F.linear(o, w.o)
+            h = rms_norm(x, w.post_norm, eps)
+            x = x + gated_mlp(h, w.gate_up, w.down, silu)
+        x = rms_norm(x.index_select(0, batch.last_index), self.norm, eps)  # [B, hidden]
+        return F.linear(x, self.lm_head).float()                    # [B, vocab]
