@@ -4,10 +4,12 @@ One job's latency on a compute share s of each of ``tp`` devices::
 
     t = overhead + smoothmax(compute, memory) + all_reduce
     compute  = FLOPs / tp / (peak_flops * mfu * f_c(s))         f_c(s) = s ** gamma
+               (mfu: one constant for prefill, another for decode)
     memory   = bytes / tp / (bandwidth * bw_eff * f_m(s))       f_m(s) = min(1, s / s_sat)
     all_reduce = 2 per layer x (ar_latency * log2(tp) + payload / link_bw)   (0 when tp = 1)
     payload    = tokens * hidden * dtype_bytes * 2 (tp - 1) / tp             (ring all-reduce)
-    overhead = overhead_{prefill|decode} + overhead_per_layer * num_layers
+    overhead = overhead_{prefill|decode}   (host-side work of one step; per-layer and per-sequence
+               terms were tried and fitted to zero on the A100 profile)
 
 Compute-bound prefill slows as the share shrinks (gamma = 1 would be exactly linear in SMs; the
 A100 profile shows small shares are a little more efficient per SM, so gamma is fitted).
@@ -39,13 +41,13 @@ class RooflineParams:
     """Calibrated constants. Times in ms, bandwidths in bytes/s, efficiencies in (0, 1]."""
 
     mfu: float = 0.55  # fraction of peak FLOP/s a full-share prefill reaches
+    mfu_decode: float = 0.45  # the same for decode (skinny matmuls, attention over the cache)
     bw_eff: float = 0.75  # fraction of peak memory bandwidth a full-share decode reaches
     gamma: float = 1.0  # f_c(s) = s ** gamma
     s_sat: float = 0.5  # f_m(s) = min(1, s / s_sat)
     smooth_k: float = 4.0  # roofline corner sharpness
     overhead_prefill_ms: float = 2.0
     overhead_decode_ms: float = 1.0
-    overhead_per_layer_ms: float = 0.05
     ar_latency_ms: float = 0.05  # per all-reduce, times log2(tp)
     link_bw_bps: float = 130e9  # all-reduce bus bandwidth
 
@@ -56,7 +58,11 @@ class RooflineParams:
 # Fitted on the A100 profile (llama-7b and llama-30b, every TP degree, share, batch, length) by
 #   .venv/bin/python -m muxserve.costmodel.calibrate
 # See benchmarks/results/costmodel.md for the fit and the held-out errors (llama-13b, llama-65b).
-A100_CALIBRATED = RooflineParams()
+# Result (2026-11-25): held-out median/p90 relative error: prefill 9.0%/20.6%, decode 7.0%/19.2%.
+A100_CALIBRATED = RooflineParams(
+    mfu=0.6369, mfu_decode=0.4301, bw_eff=0.7654, gamma=0.8839, s_sat=0.4219, smooth_k=1.807,
+    overhead_prefill_ms=7.062, overhead_decode_ms=4.53, ar_latency_ms=0.04042,
+    link_bw_bps=94790000000.0)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class JobShape:
     flops: Any
     bytes: Any
     tokens: Any  # tokens through the layers (all-reduce payload rows)
+    seqs: Any  # sequences in the batch
     num_layers: Any
     hidden: Any
 
@@ -79,7 +86,7 @@ def prefill_shape(arch: ModelArch, num_seqs: Any, num_tokens: Any, dtype_bytes: 
     flops = (2 * layer_params * num_tokens + 2 * lm_head * num_seqs
              + 2 * attn_width * seq * seq * num_seqs)
     nbytes = arch.weight_bytes(dtype_bytes) + arch.kv_bytes_per_token(dtype_bytes) * num_tokens
-    return JobShape(flops, nbytes, num_tokens, arch.num_layers, arch.hidden_size)
+    return JobShape(flops, nbytes, num_tokens, num_seqs, arch.num_layers, arch.hidden_size)
 
 
 def decode_shape(arch: ModelArch, batch: Any, context_tokens: Any, dtype_bytes: int) -> JobShape:
@@ -89,22 +96,24 @@ def decode_shape(arch: ModelArch, batch: Any, context_tokens: Any, dtype_bytes: 
     attn_width = arch.num_layers * arch.num_heads * arch.head_dim
     flops = 2 * (layer_params + lm_head) * batch + 4 * attn_width * context_tokens
     nbytes = arch.weight_bytes(dtype_bytes) + arch.kv_bytes_per_token(dtype_bytes) * context_tokens
-    return JobShape(flops, nbytes, batch, arch.num_layers, arch.hidden_size)
+    return JobShape(flops, nbytes, batch, batch, arch.num_layers, arch.hidden_size)
 
 
 def job_ms(shape: JobShape, share: Any, tp: Any, log2_tp: Any, device: DeviceSpec,
-           p: RooflineParams, overhead_ms: float, dtype_bytes: int) -> Any:
+           p: RooflineParams, decode: bool, dtype_bytes: int) -> Any:
     """The latency formula of the module docstring. Works on floats and on numpy arrays."""
+    mfu = p.mfu_decode if decode else p.mfu
+    overhead_ms = p.overhead_decode_ms if decode else p.overhead_prefill_ms
     f_c = share ** p.gamma
     x = share / p.s_sat
     f_m = (1.0 + x - abs(1.0 - x)) / 2.0  # min(1, x) without branching
-    compute = shape.flops / tp / (device.peak_flops * p.mfu * f_c) * 1e3
+    compute = shape.flops / tp / (device.peak_flops * mfu * f_c) * 1e3
     memory = shape.bytes / tp / (device.mem_bandwidth_bps * p.bw_eff * f_m) * 1e3
     k = p.smooth_k
     body = (compute**k + memory**k) ** (1.0 / k)
     payload = shape.tokens * shape.hidden * dtype_bytes * 2.0 * (tp - 1) / tp
     comm = 2 * shape.num_layers * (p.ar_latency_ms * log2_tp + payload / p.link_bw_bps * 1e3)
-    return overhead_ms + p.overhead_per_layer_ms * shape.num_layers + body + comm
+    return overhead_ms + body + comm
 
 
 class RooflineCostModel(CostModel):
@@ -121,11 +130,11 @@ class RooflineCostModel(CostModel):
         check_job(num_seqs, num_tokens, share, tp, what="num_seqs")
         shape = prefill_shape(arch, num_seqs, max(num_tokens, num_seqs), self.dtype_bytes)
         return float(job_ms(shape, share, tp, math.log2(tp), self.device, self.params,
-                            self.params.overhead_prefill_ms, self.dtype_bytes))
+                            False, self.dtype_bytes))
 
     def decode_ms(self, arch: ModelArch, batch: int, context_tokens: int, share: float,
                   tp: int = 1) -> float:
         check_job(batch, context_tokens, share, tp)
         shape = decode_shape(arch, batch, context_tokens, self.dtype_bytes)
         return float(job_ms(shape, share, tp, math.log2(tp), self.device, self.params,
-                            self.params.overhead_decode_ms, self.dtype_bytes))
+                            True, self.dtype_bytes))
