@@ -169,8 +169,8 @@ class MultiModelLLM:
                              f"{', '.join(self.models)}")
         prompt_ids = self._tokenize(served, request)
         self._check_fits(served, len(prompt_ids), request.params.max_tokens)
-        tok = served.loaded.tokenizer
-        text = IncrementalText(lambda ids: tok.decode(ids, skip_special_tokens=True),
+        # The detokenizer sees the prompt's last ids, so a first token's leading space survives.
+        text = IncrementalText(served.loaded.tokenizer.new_detokenizer(prompt_ids),
                                request.params.stop)
         gen = None if request.params.seed is None else make_generator(request.params.seed)
         return Sequence(next(self._ids), served.name, served.model_id, prompt_ids,

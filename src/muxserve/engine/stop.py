@@ -1,44 +1,46 @@
-"""Incremental detokenization and stop strings for one generated sequence.
+"""Stop strings over streamed text, for one generated sequence.
 
-Decoding the whole output after every token costs O(n^2); instead a short window of recent ids
-is decoded and only the new characters are appended (the vLLM approach). The window keeps one
-earlier token so that tokenizers which drop a leading space at the start of a decode
-(SentencePiece) still produce the space between tokens. A token that ends inside a multi-byte
-character decodes to U+FFFD; its text is held back until the character completes.
+Text arrives piece by piece from a streaming detokenizer (``muxserve.engine.tokenizer.
+Detokenizer``: it decodes a short window of recent ids and holds back incomplete characters), so
+a stop string may be split across tokens; only the tail that the new piece can complete is
+searched, which keeps the check O(piece + longest stop string) per token.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
+
+
+class PieceSource(Protocol):
+    """What IncrementalText needs from a streaming detokenizer."""
+
+    def push(self, token_id: int) -> str: ...  # new text this id completes (maybe "")
+
+    def flush(self) -> str: ...  # text held back at the end of the stream
 
 
 class IncrementalText:
     """Generated text of one sequence, built token by token, cut before the first stop string.
 
-    ``decode(ids) -> str`` must skip special tokens. ``text`` is final once ``add`` returned True
-    or ``flush`` was called.
+    ``text`` is final once ``add`` returned True or ``flush`` was called.
     """
 
-    def __init__(self, decode: Callable[[list[int]], str], stop: tuple[str, ...] = ()) -> None:
-        self._decode = decode
+    def __init__(self, pieces: PieceSource, stop: tuple[str, ...] = ()) -> None:
+        self._pieces = pieces
         self._stop = stop
         self._max_stop_chars = max((len(s) for s in stop), default=0)
-        self._ids: list[int] = []
-        self._prefix = 0  # ids[_prefix:_read] were decoded last time (context for the next)
-        self._read = 0  # ids before _read are in text
         self.text = ""
         self.stopped = False  # a stop string was found (text is cut before it)
 
     def add(self, token_id: int) -> bool:
         """Append one token; True when the text now contains a stop string (text is cut)."""
         assert not self.stopped, "add after a stop string was found"
-        self._ids.append(token_id)
-        return self._advance(final=False)
+        return self._append(self._pieces.push(token_id))
 
     def flush(self) -> None:
         """Emit text held back for an unfinished character (call when the sequence ends)."""
-        if not self.stopped and self._read < len(self._ids):
-            self._advance(final=True)
+        if not self.stopped:
+            self._append(self._pieces.flush())
 
     def safe_text(self) -> str:
         """Text that can be streamed now: without a tail that may still become a stop string."""
@@ -52,14 +54,11 @@ class IncrementalText:
                     break
         return self.text[:len(self.text) - hold]
 
-    def _advance(self, final: bool) -> bool:
-        before = self._decode(self._ids[self._prefix:self._read])
-        after = self._decode(self._ids[self._prefix:])
-        if not final and (len(after) <= len(before) or after.endswith("\ufffd")):
-            return False  # nothing new yet, or a character is still incomplete
+    def _append(self, piece: str) -> bool:
+        if not piece:
+            return False
         old_len = len(self.text)
-        self.text += after[len(before):]
-        self._prefix, self._read = self._read, len(self._ids)
+        self.text += piece
         return self._find_stop(old_len)
 
     def _find_stop(self, old_len: int) -> bool:
