@@ -127,6 +127,8 @@ class SchedulerConfig:
         quota into a cap on its concurrent sequences.
     adapt_util_threshold / adapt_donate_target / adapt_queue_factor: ADBS adaptation constants
         (0.9, 0.95, 1.1 in MuxServe).
+    integrity_checks: run check_integrity() whenever the unit has no running job (tests and
+        debugging; it costs O(pool blocks) each time).
     """
 
     policy: str = "muxserve"
@@ -137,6 +139,7 @@ class SchedulerConfig:
     adapt_util_threshold: float = 0.9
     adapt_donate_target: float = 0.95
     adapt_queue_factor: float = 1.1
+    integrity_checks: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

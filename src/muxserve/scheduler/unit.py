@@ -1,9 +1,20 @@
-"""UnitScheduler: one unit's scheduler (ADBS and the baseline policies). Interface stub; the
-implementation lands next (see docs/notes/kvcache-scheduler.md)."""
+"""UnitScheduler: one unit's scheduler, shared by the real engine and the simulator.
+
+It composes small parts: a RequestTable (queues), a QuotaManager (KV quotas -> sequence caps),
+the batch builders (prefill FCFS fill, decode step with preemption), a ComputeLedger (10% parts,
+bounded oversubscription) and a policy round from POLICY_SPECS. It owns the KV blocks of its
+requests through the BlockManager: blocks for a prompt are allocated when its prefill job is
+scheduled, one token slot is appended per request when a decode job is scheduled, and blocks are
+freed when a request finishes, is aborted or is preempted.
+
+Block accounting, for the executor: a request that generated n tokens holds prompt + n - 1 KV
+tokens between jobs (its newest token is not yet written); a decode job writes that token, so
+its block table already has room for position prompt + n - 1 when the job starts.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from muxserve.kvcache.block_manager import BlockManager
 from muxserve.scheduler.api import (
@@ -15,37 +26,229 @@ from muxserve.scheduler.api import (
     StepEvents,
     UnitModel,
 )
+from muxserve.scheduler.batching import build_decode, build_prefill, prefill_ready
+from muxserve.scheduler.compute import ComputeLedger
+from muxserve.scheduler.policy import POLICY_SPECS, capacity_parts, job_shares
+from muxserve.scheduler.quota import QuotaManager
+from muxserve.scheduler.state import ReqState, RequestTable, Status
+from muxserve.types import Phase
 
 
 class UnitScheduler:
-    """Decides which jobs each colocated model runs and owns their KV blocks.
+    """Decides which jobs each colocated model runs, and owns their KV blocks.
 
-    Loop: ``jobs = schedule(now)``; run each job; ``update(job, JobResult(job.job_id), end)``.
+    Loop: ``jobs = schedule(now)``; run each job; ``update(job, JobResult(job.job_id), end_s)``.
+    Models are registered in ``block_manager`` (or must already be, with the same layout).
     """
 
     def __init__(self, models: Sequence[UnitModel], block_manager: BlockManager,
                  config: SchedulerConfig = DEFAULT_SCHEDULER_CONFIG) -> None:
-        raise NotImplementedError
+        if not models:
+            raise ValueError("a unit needs at least one model")
+        ids = [m.model_id for m in models]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate model_id in {ids}")
+        self.models = {m.model_id: m for m in models}
+        self.bm = block_manager
+        self.config = config
+        self.spec = POLICY_SPECS[config.policy]
+        for m in models:
+            _register(block_manager, m)
+        self.table = RequestTable(ids)
+        self.quota = QuotaManager(models, block_manager, config, self.spec.quota_mode)
+        self._shares = job_shares(self.spec, models)
+        self.ledger = ComputeLedger(capacity_parts(self.spec, config, self._shares),
+                                    self.spec.one_job_per_model, self.spec.max_jobs)
+        self._order = ids
+        self._rr: dict[str, int] = {}
+        self._next_job_id = 0
+        self._last_end_s: dict[int, float] = {}
+        self._preempted: list[int] = []
+        self.num_preemptions = 0
 
+    # ---- requests -------------------------------------------------------------------------
     def add_request(self, req: Request, now_s: float) -> None:
-        raise NotImplementedError
+        """Queue a request. Raises ValueError for an unknown model, a duplicate id, or a request
+        whose full length could never fit this unit's KV pool."""
+        if req.model_id not in self.models:
+            raise ValueError(f"request {req.req_id}: unknown model_id {req.model_id}; this unit "
+                             f"serves {sorted(self.models)}")
+        need = self.bm.blocks_needed(req.model_id, req.prompt_tokens + req.max_output_tokens - 1)
+        if need > self.bm.num_blocks:
+            raise ValueError(f"request {req.req_id}: {req.prompt_tokens} prompt + "
+                             f"{req.max_output_tokens} output tokens need {need} KV blocks, the "
+                             f"pool has {self.bm.num_blocks}")
+        self.table.add(req)
 
     def abort(self, req_id: int) -> None:
-        raise NotImplementedError
+        """Drop a request. Unknown or already finished ids are ignored (abort races finish).
+        A request inside a running job keeps its blocks until that job's update()."""
+        st = self.table.states.get(req_id)
+        if st is None:
+            return
+        if st.status in (Status.PREFILLING, Status.DECODING):
+            st.aborted = True
+            return
+        if st.status is Status.WAITING:
+            self.table.waiting[st.req.model_id].remove(st)
+        else:
+            self.bm.free(req_id)
+            self.table.deactivate(st)
+        self.table.forget(st)
 
+    # ---- scheduling -----------------------------------------------------------------------
     def schedule(self, now_s: float) -> list[Job]:
-        """Jobs to START now (may be empty). Allocates their KV blocks."""
-        raise NotImplementedError
+        """Jobs to START now (may be empty); their KV blocks are allocated. May preempt."""
+        self.quota.maybe_adapt(now_s, self.queue_lens())
+        jobs = self.spec.round(self)
+        if self.config.integrity_checks and not self.ledger.running:
+            self.check_integrity()
+        return jobs
 
+    def run_pass(self, order: Iterable[int], phases: Sequence[Phase],
+                 rr_key: str | None) -> list[Job]:
+        jobs = []
+        for m in order:
+            for phase in phases:
+                job = self._try_start(m, phase)
+                if job is not None:
+                    jobs.append(job)
+                    if rr_key is not None:
+                        self._rr[rr_key] = (self._order.index(m) + 1) % len(self._order)
+        return jobs
+
+    def rr_order(self, rr_key: str) -> list[int]:
+        i = self._rr.get(rr_key, 0)
+        return self._order[i:] + self._order[:i]
+
+    def fcfs_order(self) -> list[int]:
+        """Models with pending work, the one ready longest first: a model is ready from its
+        oldest pending request's arrival or its previous job's end, whichever is later (FCFS
+        over jobs, so a model that just ran queues behind the others)."""
+        keyed = []
+        for m in self._order:
+            key = self.table.oldest_pending_key(m)
+            if key is not None:
+                keyed.append((max(key[0], self._last_end_s.get(m, key[0])), key, m))
+        return [m for *_, m in sorted(keyed)]
+
+    def prefill_starved(self) -> bool:
+        """A prefill could start but for compute, and no prefill runs: hold decodes back."""
+        if self.ledger.any_running(Phase.PREFILL):
+            return False
+        return any(prefill_ready(self.table, self.bm, m, self.quota.seq_cap(m))
+                   for m in self._order)
+
+    def _try_start(self, m: int, phase: Phase) -> Job | None:
+        share = self._shares[(m, phase)]
+        if not self.ledger.can_start(m, phase, share):
+            return None
+        if phase is Phase.PREFILL:
+            batch = build_prefill(self.table, self.bm, m, self.config.prefill_token_cap,
+                                  self.quota.seq_cap(m))
+            tokens = sum(st.prefill_tokens for st in batch)
+            context = tokens
+        else:
+            batch, preempted = build_decode(self.table, self.bm, m)
+            self._preempted.extend(st.req_id for st in preempted)
+            self.num_preemptions += len(preempted)
+            tokens = len(batch)
+            context = sum(self.bm.num_tokens(st.req_id) for st in batch)
+        if not batch:
+            return None
+        job = Job(self._next_job_id, m, phase, tuple(st.req_id for st in batch), tokens,
+                  context, share)
+        self._next_job_id += 1
+        self.ledger.start(job)
+        return job
+
+    # ---- results --------------------------------------------------------------------------
     def update(self, job: Job, result: JobResult, now_s: float) -> StepEvents:
-        """A job ended at now_s: account its tokens, finish requests, free their blocks."""
-        raise NotImplementedError
+        """A job ended at now_s: every live request in it got one token; finished requests
+        (max_output_tokens reached, or named by ``result``) free their blocks."""
+        if result.job_id != job.job_id:
+            raise ValueError(f"result of job {result.job_id} given for job {job.job_id}")
+        job = self.ledger.end(job.job_id)
+        self._last_end_s[job.model_id] = now_s
+        early = set(result.finished_req_ids)
+        if not early <= set(job.req_ids):
+            raise ValueError(f"job {job.job_id}: finished_req_ids {sorted(early)} name requests "
+                             f"outside the job {job.req_ids}")
+        first: list[int] = []
+        tokens: list[int] = []
+        finished: list[int] = []
+        for rid in job.req_ids:
+            st = self.table.states[rid]
+            if st.aborted:
+                self._drop(st)
+                continue
+            if st.generated == 0:
+                first.append(rid)
+            st.generated += 1
+            tokens.append(rid)
+            if st.generated >= st.req.max_output_tokens or rid in early:
+                self._drop(st)
+                finished.append(rid)
+            else:
+                st.status = Status.RUNNING
+        if job.phase is Phase.DECODE:
+            self.quota.record_decode(job.model_id, len(job.req_ids))
+        preempted, self._preempted = tuple(self._preempted), []
+        return StepEvents(tuple(first), tuple(tokens), tuple(finished), preempted)
 
+    def _drop(self, st: ReqState) -> None:
+        self.bm.free(st.req_id)
+        self.table.deactivate(st)
+        self.table.forget(st)
+
+    # ---- introspection --------------------------------------------------------------------
     def has_unfinished(self) -> bool:
-        raise NotImplementedError
+        return bool(self.table.states)
 
     def num_running_jobs(self) -> int:
-        raise NotImplementedError
+        return len(self.ledger.running)
+
+    def queue_lens(self) -> dict[int, int]:
+        """Waiting (not yet prefilled or preempted) requests per model."""
+        return {m: len(q) for m, q in self.table.waiting.items()}
+
+    def num_active(self, model_id: int) -> int:
+        """Requests of the model that hold KV blocks."""
+        return len(self.table.active[model_id])
+
+    def request_state(self, req_id: int) -> ReqState:
+        return self.table.states[req_id]
 
     def check_integrity(self) -> None:
-        raise NotImplementedError
+        """Queues, blocks, jobs and quotas agree. O(pool); raises AssertionError."""
+        self.bm.check_integrity()
+        self.ledger.check_integrity()
+        if self.quota.mode != "none":
+            self.quota.check_integrity()
+        in_job = {rid for j in self.ledger.running.values() for rid in j.req_ids}
+        for m in self._order:
+            active = self.table.active[m]
+            assert set(self.bm.seqs_of(m)) == set(active), f"model {m}: block owners != active"
+            for rid, st in active.items():
+                busy = st.status in (Status.PREFILLING, Status.DECODING)
+                assert busy == (rid in in_job), f"request {rid} is {st.status} but in_job={busy}"
+                expected = st.req.prompt_tokens + st.generated - (0 if busy else 1)
+                assert self.bm.num_tokens(rid) == expected, (
+                    f"request {rid}: {self.bm.num_tokens(rid)} KV tokens, expected {expected}")
+            keys = [st.key for st in self.table.waiting[m]]
+            assert keys == sorted(keys), f"model {m}: waiting queue is not FCFS"
+            assert all(st.status is Status.WAITING for st in self.table.waiting[m])
+        n = sum(len(q) for q in self.table.waiting.values()) + sum(
+            len(a) for a in self.table.active.values())
+        assert n == len(self.table.states), "a request is lost or in two places"
+
+
+def _register(bm: BlockManager, m: UnitModel) -> None:
+    layers, heads, head_dim = m.arch.num_layers, m.kv_heads_per_rank, m.arch.head_dim
+    if m.model_id not in bm.model_ids():
+        bm.register_model(m.model_id, layers, heads, head_dim)
+        return
+    lay = bm.layout(m.model_id)
+    if (lay.num_layers, lay.num_kv_heads, lay.head_dim) != (layers, heads, head_dim):
+        raise ValueError(f"model {m.name!r}: block manager has model_id {m.model_id} registered "
+                         f"with a different layout {lay}")

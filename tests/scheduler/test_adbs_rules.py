@@ -1,0 +1,132 @@
+"""ADBS rules, each by a small scenario with exact expected jobs (fake clock, no cost model).
+
+Block arithmetic in these tests: tiny_arch() has head_dim 128 -> 32 tokens per block, and
+g = layers * kv_heads blocks per token block.
+"""
+
+from __future__ import annotations
+
+from sched_helpers import Loop, req, tiny_arch, unit
+
+from muxserve.scheduler import UnitModel
+from muxserve.types import Phase
+
+
+def two_models(prefill_share: float, decode_share: float, n: int = 2) -> list[UnitModel]:
+    return [UnitModel(i, f"m{i}", tiny_arch(), prefill_share=prefill_share,
+                      decode_share=decode_share) for i in range(n)]
+
+
+def test_prefill_goes_before_decode() -> None:
+    # prefill 10 parts + decode 5 parts > 12: only one fits, and the prefill wins
+    s = unit(two_models(1.0, 0.5), num_blocks=64, avg_seq_tokens=32)
+    loop = Loop(s)
+    loop.run([req(0, 0, 0.0, out=3), req(1, 1, 0.5, out=2)])
+    assert loop.jobs() == [
+        (0.0, 0, "prefill", (0,)),
+        (1.0, 1, "prefill", (1,)),  # model 0's decode is ready too, but waits
+        (2.0, 0, "decode", (0,)),
+        (2.0, 1, "decode", (1,)),
+        (3.0, 0, "decode", (0,)),
+    ]
+    assert loop.finished() == [1, 0]
+
+
+def test_prefills_round_robin_across_models() -> None:
+    # a prefill takes 7 parts (two would be 14 > 12): one at a time; prefill cap 10 tokens = 1 req
+    models = [UnitModel(i, f"m{i}", tiny_arch(), prefill_share=0.7, decode_share=0.1)
+              for i in range(3)]
+    s = unit(models, num_blocks=64, avg_seq_tokens=32, prefill_token_cap=10)
+    loop = Loop(s)
+    # model 0's requests are all older, yet the models take turns
+    reqs = [req(3 * m + k, m, 0.1 * m, out=1) for m in range(3) for k in range(3)]
+    loop.run(reqs)
+    assert [(t, m) for t, m, _, _ in loop.jobs(Phase.PREFILL)] == [
+        (0.0, 0), (1.0, 1), (2.0, 2), (3.0, 0), (4.0, 1), (5.0, 2), (6.0, 0), (7.0, 1), (8.0, 2)]
+    assert sorted(loop.finished()) == list(range(9))
+
+
+def test_decodes_round_robin_when_compute_is_short() -> None:
+    # decode 6 parts: two of three models decode at once; the third is next in turn
+    models = [UnitModel(i, f"m{i}", tiny_arch(), prefill_share=0.1, decode_share=0.6)
+              for i in range(3)]
+    s = unit(models, num_blocks=64, avg_seq_tokens=32)
+    loop = Loop(s)
+    loop.run([req(m, m, 0.0, out=4) for m in range(3)])
+    decodes = [(t, m) for t, m, _, _ in loop.jobs(Phase.DECODE)]
+    assert decodes == [(1.0, 0), (1.0, 1), (2.0, 2), (2.0, 0), (3.0, 1), (3.0, 2),
+                       (4.0, 0), (4.0, 1), (5.0, 2)]
+
+
+def decode_holdback_run(policy: str) -> Loop:
+    # prefill 10 parts, decodes 3 parts each: a prefill fits only when no decode runs
+    s = unit(two_models(1.0, 0.3), num_blocks=64, avg_seq_tokens=32, policy=policy)
+    loop = Loop(s, duration=lambda j: 0.4 if (j.model_id, j.phase) == (1, Phase.DECODE) else 1.0)
+    loop.run([req(0, 0, 0.0, out=5), req(1, 1, 0.0, out=8), req(2, 0, 2.5, out=1)])
+    return loop
+
+
+def test_decodes_are_held_back_while_a_prefill_waits() -> None:
+    loop = decode_holdback_run("muxserve")
+    assert loop.jobs()[:8] == [
+        (0.0, 0, "prefill", (0,)),
+        (1.0, 1, "prefill", (1,)),
+        (2.0, 0, "decode", (0,)),
+        (2.0, 1, "decode", (1,)),
+        (2.4, 1, "decode", (1,)),
+        # 2.5: request 2 arrives; its prefill does not fit beside model 0's decode.
+        # 2.8: model 1's decode ends and is NOT restarted: compute frees up for the prefill
+        (3.0, 0, "prefill", (2,)),
+        (4.0, 0, "decode", (0,)),
+        (4.0, 1, "decode", (1,)),
+    ]
+
+
+def test_round_robin_ablation_does_not_hold_back() -> None:
+    loop = decode_holdback_run("round-robin")
+    assert (2.8, 1, "decode", (1,)) in loop.jobs()
+    assert (3.0, 0, "prefill", (2,)) not in loop.jobs()
+
+
+def test_prefill_token_cap_and_lone_long_prompt() -> None:
+    s = unit(two_models(1.0, 0.2, n=1), num_blocks=64, avg_seq_tokens=32, prefill_token_cap=100)
+    loop = Loop(s)
+    loop.run([req(0, prompt=40, out=1), req(1, prompt=40, out=1), req(2, prompt=40, out=1),
+              req(3, prompt=150, out=1), req(4, prompt=10, out=1)])
+    prefills = [(t, j.req_ids, j.num_tokens) for t, j in loop.started]
+    assert prefills == [(0.0, (0, 1), 80), (1.0, (2,), 40), (2.0, (3,), 150), (3.0, (4,), 10)]
+
+
+def test_quota_adaptation_moves_blocks_to_the_starving_model() -> None:
+    # 8 blocks, g = 1, 32-token sequences -> 1 block each: quotas 4/4 -> caps of 4 sequences.
+    # model 0 runs one long request (utilisation 1/4); model 1 has 16 requests queued.
+    s = unit(two_models(0.5, 0.1), num_blocks=8, avg_seq_tokens=32)
+    assert s.quota.quotas == {0: 4, 1: 4} and s.quota.seq_cap(1) == 4
+    loop = Loop(s)
+    loop.run([req(0, 0, prompt=4, out=28)] + [req(k, 1, prompt=4, out=20) for k in range(1, 21)],
+             until_s=8.0)
+    assert (0.0, 1, "prefill", (1, 2, 3, 4)) in loop.jobs()
+    assert max(len(j.req_ids) for _, j in loop.started if j.model_id == 1) == 4
+    # at 8 s: model 0 donates int((0.95 - 0.25) * 4) = 2 blocks; model 1 (util 1.0, queue 16)
+    # receives them and admits two more requests at once
+    assert s.quota.quotas == {0: 2, 1: 6} and s.quota.seq_cap(1) == 6
+    assert (8.0, 1, "prefill", (5, 6)) in loop.jobs()
+    assert sum(s.quota.quotas.values()) == 8
+
+
+def test_fixed_quota_policies_do_not_adapt() -> None:
+    s = unit(two_models(0.5, 0.1), num_blocks=8, avg_seq_tokens=32, policy="round-robin")
+    loop = Loop(s)
+    loop.run([req(0, 0, prompt=4, out=28)] + [req(k, 1, prompt=4, out=20) for k in range(1, 21)],
+             until_s=9.0)
+    assert s.quota.quotas == {0: 4, 1: 4} and s.quota.num_adaptations == 0
+
+
+def test_initial_quotas_follow_rate_times_g() -> None:
+    models = [UnitModel(0, "small", tiny_arch(layers=1), rate_rps=3.0),
+              UnitModel(1, "deep", tiny_arch(layers=4), rate_rps=1.0),
+              UnitModel(2, "idle", tiny_arch(layers=2), rate_rps=0.0)]
+    s = unit(models, num_blocks=700)
+    # weights 3*1 : 1*4 : 0*2 -> 300 : 400 : 0
+    assert s.quota.quotas == {0: 300, 1: 400, 2: 0}
+    assert s.quota.seq_cap(2) == 1  # a model with no quota may still run one request alone
