@@ -26,7 +26,11 @@ def a100() -> ProfileCostModel:
     return ProfileCostModel(A100)
 
 
-def test_reproduces_every_measured_entry_exactly(a100: ProfileCostModel) -> None:
+@pytest.mark.parametrize("drop_outliers", [False, True])
+def test_reproduces_every_measured_entry_exactly(drop_outliers: bool) -> None:
+    table = load_profile(A100, drop_outliers=drop_outliers)
+    dropped = {o[:6] for o in table.outliers}
+    assert len(dropped) == (17 if drop_outliers else 0)
     raw = json.loads(A100.read_text())
     checked = 0
     for model, by_g in raw.items():
@@ -35,13 +39,20 @@ def test_reproduces_every_measured_entry_exactly(a100: ProfileCostModel) -> None
                 for b, by_s in by_b.items():
                     for s, cell in by_s.items():
                         for phase in ("prefill", "decoding"):
-                            if cell[phase] == -1:
+                            key = (model, int(g), phase, int(sm), int(b), int(s))
+                            if cell[phase] == -1 or key in dropped:
                                 continue
-                            got = a100.table.interpolate(model, int(g), phase, int(sm), int(b),
-                                                         int(s))
-                            assert got == cell[phase], (model, g, sm, b, s, phase)
+                            got = table.interpolate(*key)
+                            assert got == cell[phase], key
                             checked += 1
-    assert checked == 8994  # every measured value in the file
+    assert checked == 8994 - len(dropped)  # every measured value in the file
+
+
+def test_glitch_is_dropped_by_default_but_kept_on_request() -> None:
+    a = get_model_arch("llama-30b")
+    # the file says 231 ms here, where 90% of the SMs took 27 ms
+    assert ProfileCostModel(A100, drop_outliers=False).decode_ms(a, 64, 64 * 64, 1.0, 4) == 230.932
+    assert ProfileCostModel(A100).decode_ms(a, 64, 64 * 64, 1.0, 4) < 40
 
 
 def test_cost_model_api_hits_measured_points(a100: ProfileCostModel) -> None:

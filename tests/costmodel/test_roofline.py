@@ -114,27 +114,36 @@ def test_default_constants_are_the_calibrated_ones() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(model=st.sampled_from(sorted(MODEL_PRESETS)), kind=st.sampled_from(["profile", "roofline"]),
-       seqs=st.integers(1, 64), tokens=st.integers(1, 4096), share=st.floats(0.05, 1.0),
-       tp=st.sampled_from([1, 2, 4, 8]))
-def test_latency_positive_and_monotone(model: str, kind: str, seqs: int, tokens: int,
-                                       share: float, tp: int) -> None:
-    cm = _models()[kind]
+@given(model=st.sampled_from(sorted(MODEL_PRESETS)), seqs=st.integers(1, 64),
+       tokens=st.integers(1, 4096), share=st.floats(0.05, 1.0), tp=st.sampled_from([1, 2, 4, 8]))
+def test_roofline_positive_and_monotone(model: str, seqs: int, tokens: int, share: float,
+                                        tp: int) -> None:
+    cm = RooflineCostModel()
     a = MODEL_PRESETS[model]
     tokens = max(tokens, seqs)
     p = cm.prefill_ms(a, seqs, tokens, share, tp)
     assert p > 0
     assert cm.prefill_ms(a, seqs, 2 * tokens, share, tp) >= p  # more work, not faster
-    assert cm.prefill_ms(a, seqs, tokens, min(1.0, share * 1.5), tp) <= p * (1 + 1e-9)
+    assert cm.prefill_ms(a, seqs, tokens, min(1.0, share * 1.5), tp) <= p  # more share, faster
     d = cm.decode_ms(a, seqs, tokens, share, tp)
     assert d > 0
     assert cm.decode_ms(a, seqs, 2 * tokens, share, tp) >= d
+    assert cm.decode_ms(a, 2 * seqs, tokens, share, tp) >= d
+    assert cm.decode_ms(a, seqs, tokens, min(1.0, share * 1.5), tp) <= d
 
 
-_CACHE: dict[str, object] = {}
+_PROFILE = get_cost_model("profile")
 
 
-def _models() -> dict:
-    if not _CACHE:
-        _CACHE.update(profile=get_cost_model("profile"), roofline=get_cost_model("roofline"))
-    return _CACHE
+@settings(max_examples=60, deadline=None)
+@given(model=st.sampled_from(sorted(MODEL_PRESETS)), seqs=st.integers(1, 3000),
+       tokens=st.integers(1, 10**6), share=st.floats(0.01, 1.0), tp=st.sampled_from([1, 2, 4, 8]))
+def test_profile_positive_finite_anywhere(model: str, seqs: int, tokens: int, share: float,
+                                          tp: int) -> None:
+    # The measured table itself is not monotone (noise of ~10-30% between neighbours), and the
+    # profile model reproduces it exactly, so only sanity holds everywhere.
+    a = MODEL_PRESETS[model]
+    tokens = max(tokens, seqs)
+    for t in (_PROFILE.prefill_ms(a, seqs, tokens, share, tp),
+              _PROFILE.decode_ms(a, seqs, tokens, share, tp)):
+        assert 0 < t < 1e9

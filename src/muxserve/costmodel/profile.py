@@ -42,14 +42,20 @@ class ProfileCostModel(CostModel):
     log ratio; the same model name wins ties), and scales its latencies by the ratio of
     parameters per device: to first order both compute and weight traffic scale with it. Only
     profiled models whose architecture is known (a preset or ``archs``) can stand in for others.
+
+    drop_outliers (when loading from a path): the few measurement glitches of the file (a value
+    1.5x above both share neighbours) are replaced by their neighbours' interpolation, so one bad
+    run does not steer the planner; every other measured point is still reproduced exactly.
     """
 
     def __init__(self, table: ProfileTable | str | Path | None = None,
                  device: DeviceSpec | str = "a100-80g", aliases: dict[str, str] | None = None,
-                 archs: dict[str, ModelArch] | None = None, dtype_bytes: int = 2):
+                 archs: dict[str, ModelArch] | None = None, dtype_bytes: int = 2,
+                 drop_outliers: bool = True):
         if table is None:
             table = default_profile_path()
-        self.table = table if isinstance(table, ProfileTable) else load_profile(table)
+        self.table = (table if isinstance(table, ProfileTable)
+                      else load_profile(table, drop_outliers=drop_outliers))
         self.device = get_device(device) if isinstance(device, str) else device
         self.dtype_bytes = dtype_bytes
         self.aliases = dict(aliases or {})

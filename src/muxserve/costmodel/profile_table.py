@@ -34,6 +34,7 @@ from typing import Any
 
 PHASES = ("prefill", "decoding")
 MISSING = -1.0
+OUTLIER_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,35 @@ def _build_grid(raw: dict[tuple[int, int, int], float]) -> _Grid:
     return _Grid(sms, bs, ss, values, frozenset(measured))
 
 
-class ProfileTable:
-    """Measured latencies of several models, indexed by (model, num_gpus, phase)."""
+def find_outliers(raw: dict[tuple[int, int, int], float], ratio: float = OUTLIER_RATIO
+                  ) -> set[tuple[int, int, int]]:
+    """Glitches: measured values more than ``ratio`` x every measured neighbour on the share
+    axis. A job on the next larger share can only be slower by noise, and one on the next smaller
+    share (10 points less) by at most ~1.33x, so a 1.5x jump over both is a measurement glitch
+    (the A100 file has a few, e.g. llama-30b/4 GPUs/100%/batch 64/seq 64 decode: 231 ms where
+    90% took 27 ms)."""
+    sms = sorted({k[0] for k in raw})
+    out = set()
+    for (sm, b, s), v in raw.items():
+        if v < 0:
+            continue
+        i = sms.index(sm)
+        near = [raw.get((sms[j], b, s), MISSING) for j in (i - 1, i + 1) if 0 <= j < len(sms)]
+        near = [x for x in near if x >= 0]
+        if near and v > ratio * max(near):
+            out.add((sm, b, s))
+    return out
 
-    def __init__(self, entries: Iterable[ProfileEntry]):
+
+class ProfileTable:
+    """Measured latencies of several models, indexed by (model, num_gpus, phase).
+
+    drop_outliers: treat the glitches :func:`find_outliers` finds as unmeasured (they are then
+    filled from their neighbours like -1 entries; listed in ``outliers``). Off by default: the
+    reader reproduces the file exactly.
+    """
+
+    def __init__(self, entries: Iterable[ProfileEntry], drop_outliers: bool = False):
         raw: dict[tuple[str, int, str], dict[tuple[int, int, int], float]] = {}
         self._entries: list[ProfileEntry] = []
         for e in entries:
@@ -139,6 +165,12 @@ class ProfileTable:
             for phase, v in zip(PHASES, (e.prefill_ms, e.decode_ms), strict=True):
                 raw.setdefault((e.model, e.num_gpus, phase), {})[(e.sm_pct, e.batch, e.seq_len)] = (
                     float(v))
+        self.outliers: list[tuple[str, int, str, int, int, int, float]] = []
+        if drop_outliers:
+            for (m, g, ph), grid in raw.items():
+                for k in sorted(find_outliers(grid)):
+                    self.outliers.append((m, g, ph, *k, grid[k]))
+                    grid[k] = MISSING
         self._grids = {k: _build_grid(v) for k, v in raw.items()
                        if any(x >= 0 for x in v.values())}
         if not self._grids:
@@ -195,7 +227,7 @@ def _intkey(k: str, what: str) -> int:
         raise ValueError(f"profile {what} key {k!r} is not an integer") from None
 
 
-def table_from_json(data: dict[str, Any]) -> ProfileTable:
+def table_from_json(data: dict[str, Any], drop_outliers: bool = False) -> ProfileTable:
     """Parse the nested dict of the file format above."""
     entries: list[ProfileEntry] = []
     for model, by_gpus in data.items():
@@ -212,13 +244,13 @@ def table_from_json(data: dict[str, Any]) -> ProfileTable:
                             model, _intkey(g, "num_gpus"), _intkey(sm, "sm_pct"),
                             _intkey(b, "batch"), _intkey(s, "seq_len"),
                             float(cell["prefill"]), float(cell["decoding"])))
-    return ProfileTable(entries)
+    return ProfileTable(entries, drop_outliers)
 
 
-def load_profile(path: str | Path) -> ProfileTable:
+def load_profile(path: str | Path, drop_outliers: bool = False) -> ProfileTable:
     """Read a profile JSON file (the A100 profile or one written by :func:`save_profile`)."""
     with open(path) as f:
-        return table_from_json(json.load(f))
+        return table_from_json(json.load(f), drop_outliers)
 
 
 def save_profile(path: str | Path, entries: Iterable[ProfileEntry],
