@@ -34,10 +34,13 @@ def test_totals_and_schema() -> None:
     assert res["latency_s"]["p50"] == pytest.approx(2.0)
     assert res["tpot_s"]["p50"] == pytest.approx((0.25 + 1.5) / 2)
     assert res["ttft_s"]["p99"] == pytest.approx(1.0)
+    # per model over its own span: a from 0 to 5, b from 2 to 3
     assert res["per_model"]["a"]["throughput_rps"] == pytest.approx(2 / 5)
+    assert res["per_model"]["b"]["span_s"] == 1.0
+    assert res["per_model"]["b"]["throughput_rps"] == pytest.approx(1.0)
     assert res["per_model"]["b"]["num_finished"] == 1
-    # observed-count weights: (2 * 0.4 + 2 * 0.2) / 4
-    assert res["rate_weighted_throughput_rps"] == pytest.approx(0.3)
+    # observed-count weights: (2 * 0.4 + 2 * 1.0) / 4
+    assert res["rate_weighted_throughput_rps"] == pytest.approx(0.7)
     json.dumps(res)  # serialisable
 
 

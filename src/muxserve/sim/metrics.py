@@ -4,7 +4,9 @@ The same schema is written by the simulator, the real-engine comparison and the 
 generator, so every producer calls ``build_result`` and nothing else builds result dicts.
 
 Definitions:
-- throughput: finished requests / span, span = last finish - first arrival (or given).
+- throughput: finished requests / span, span = last finish - first arrival (or given), taken
+  over all requests for the total and over the model's own requests per model (so a model that
+  keeps up reports about its rate even when another model's backlog drains for long after).
   The rate-weighted throughput is the mean of per-model throughput weighted by each model's
   rate (MuxServe's plotted number).
 - SLO attainment (MuxServe): a request meets the SLO when it finished and its end-to-end latency
@@ -80,6 +82,11 @@ class _Arrays:
         return out
 
 
+def _span(a: _Arrays) -> float:
+    done = a.finish[~np.isnan(a.finish)]
+    return float(done.max() - a.arrival.min()) if len(done) else 0.0
+
+
 def _summary(a: _Arrays, span_s: float, slo_scales: Sequence[float],
              ttft_slo_s: float | None, tpot_slo_s: float | None) -> dict[str, Any]:
     done = ~np.isnan(a.finish)
@@ -98,6 +105,7 @@ def _summary(a: _Arrays, span_s: float, slo_scales: Sequence[float],
             ok = done & (a.finish - a.arrival <= s * a.baseline)
             attainment[str(s)] = float(ok.sum()) / n
     out: dict[str, Any] = {
+        "span_s": span_s,
         "num_requests": n,
         "num_finished": n_done,
         "throughput_rps": n_done / span_s if span_s > 0 else 0.0,
@@ -138,13 +146,15 @@ def build_result(records: Sequence[RequestRecord], policy: str, *,
     if not slo_scales or any(s <= 0 for s in slo_scales):
         raise ValueError(f"slo_scales must be positive numbers, got {list(slo_scales)}")
     a = _Arrays(records, slo_baseline_s)
-    if span_s is None:
-        done = a.finish[~np.isnan(a.finish)]
-        span_s = float(done.max() - a.arrival.min()) if len(done) else 0.0
+    fixed_span = span_s
+    span_s = _span(a) if fixed_span is None else fixed_span
     total = _summary(a, span_s, slo_scales, ttft_slo_s, tpot_slo_s)
     models = list(rates_rps) if rates_rps else list(dict.fromkeys(a.model.tolist()))
-    per_model = {m: _summary(a.select(a.model == m), span_s, slo_scales, ttft_slo_s, tpot_slo_s)
-                 for m in models}
+    per_model = {}
+    for m in models:
+        am = a.select(a.model == m)
+        per_model[m] = _summary(am, _span(am) if fixed_span is None else fixed_span,
+                                slo_scales, ttft_slo_s, tpot_slo_s)
     weights = {m: (rates_rps[m] if rates_rps else per_model[m]["num_requests"]) for m in models}
     wsum = sum(weights.values())
     rw = (sum(weights[m] * per_model[m]["throughput_rps"] for m in models) / wsum
