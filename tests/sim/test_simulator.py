@@ -134,10 +134,12 @@ def test_conservation_when_cut_short() -> None:
 
 
 def test_small_kv_pool_preempts_and_still_finishes() -> None:
-    # a pool that holds only a few sequences forces preemption + recompute; nothing may leak
+    # a pool that holds only a few sequences forces preemption + recompute; nothing may leak.
+    # avg_seq_tokens far below the real 300 makes the sequence cap admit too many at once.
     trace = synthesize({"m0": 50.0}, 2.0, LengthSampler.fixed(200, 100), seed=0)
     units = [SimUnit((UnitModel(0, "m0", ARCH),), 1, kv_blocks=90 * 4 * 4)]
-    res = Simulator(units, ConstCost(0.01, 0.001), trace, SimConfig()).run()
+    config = SimConfig(scheduler=SchedulerConfig(avg_seq_tokens=16))
+    res = Simulator(units, ConstCost(0.01, 0.001), trace, config).run()
     assert res.schedulers[0].num_preemptions > 0
     assert res.unfinished == 0
     assert res.block_managers[0].used_blocks() == 0
