@@ -25,6 +25,10 @@ DEVICE_PRESETS: dict[str, DeviceSpec] = {
     "h100-80g": DeviceSpec("h100-80g", 80 * GIB, 132, 989e12, 3.35e12),
     "h200": DeviceSpec("h200", 141 * GIB, 132, 989e12, 4.8e12),
     "l40s": DeviceSpec("l40s", 48 * GIB, 142, 362e12, 0.864e12),
+    # This machine (2-core x86_64 Xeon, 24 GiB), MEASURED, not guessed: fp32 numpy matmul FLOP/s
+    # (no bf16 BLAS on CPU) and copy bandwidth (read + write bytes), best of 5, while shared:
+    #   .venv/bin/python benchmarks/measure_cpu.py   (2026-11-25: 53.0 GFLOP/s, 9.52 GB/s)
+    "cpu-2core": DeviceSpec("cpu-2core", 24 * GIB, 2, 53.0e9, 9.52e9, kind="cpu"),
 }
 
 

@@ -6,9 +6,13 @@ the cost model and the planner read parameter counts and KV bytes.
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 FAMILIES = ("llama", "gemma3")
 
@@ -159,3 +163,36 @@ def arch_from_hf_config(cfg: dict[str, Any], name: str = "") -> ModelArch:
 
 def num_blocks_for(tokens: int, tokens_per_block: int) -> int:
     return math.ceil(tokens / tokens_per_block)
+
+
+def _arch_from_mapping(cfg: dict[str, Any], name: str) -> ModelArch:
+    """Our schema (ModelArch field names) or a Hugging Face config.json dict."""
+    if "num_hidden_layers" in cfg or "text_config" in cfg:
+        return arch_from_hf_config(cfg, name=str(cfg.get("name") or name))
+    known = {f.name for f in fields(ModelArch)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"model config {name!r}: unknown keys {unknown}; valid: {sorted(known)}")
+    try:
+        return ModelArch(**{"name": name, **cfg})
+    except TypeError as e:  # a required field is missing
+        raise ValueError(f"model config {name!r}: {e}") from None
+
+
+def load_model_arch(name_or_path: str | Path) -> ModelArch:
+    """A preset name, or a model config file: a Hugging Face ``config.json`` (or a folder holding
+    one) or a YAML/JSON file with ModelArch's field names (``name`` defaults to the file stem)."""
+    if isinstance(name_or_path, str) and name_or_path in MODEL_PRESETS:
+        return MODEL_PRESETS[name_or_path]
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "config.json"
+    if not path.is_file():
+        raise ValueError(f"unknown model {str(name_or_path)!r}: not a preset and not a config "
+                         f"file; presets: {', '.join(sorted(MODEL_PRESETS))}")
+    text = path.read_text()
+    cfg = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    if not isinstance(cfg, dict):
+        raise ValueError(f"model config {path}: expected a mapping, got {type(cfg).__name__}")
+    name = path.parent.name if path.name == "config.json" else path.stem
+    return _arch_from_mapping(cfg, name)
