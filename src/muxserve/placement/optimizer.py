@@ -259,3 +259,31 @@ def _search_node_dropping(est: Estimator, ids: list[int], per_node: int,
             ids.remove(drop)
             leftover.append(drop)
     return None
+
+
+def refine_shares(est: Estimator, result: GreedyResult) -> GreedyResult:
+    """Spend each unit's leftover decode-share budget: repeatedly give the next share step to
+    the member whose raise adds the most unit value (shares were chosen for each model alone,
+    before its neighbours' prefills slowed it down)."""
+    steps = sorted(est.cfg.decode_shares_pct)
+    members = list(result.members)
+    for u, ((n, _, _), mem) in enumerate(zip(result.meshes, members, strict=True)):
+        while mem:
+            base = est.unit(n, mem).value
+            budget = est.cfg.max_decode_share_sum_pct - sum(m[2] for m in mem)
+            best: tuple[float, tuple[Member, ...]] | None = None
+            for k, (i, p, d, cap) in enumerate(mem):
+                up = [s for s in steps if s > d]
+                if not up or up[0] - d > budget:
+                    continue
+                new = mem[:k] + ((i, p, up[0], cap),) + mem[k + 1:]
+                val = est.unit(n, new).value
+                if val > base * (1 + 1e-9) and (best is None or val > best[0]):
+                    best = (val, new)
+            if best is None:
+                break
+            mem = best[1]
+        members[u] = mem
+    value = sum(est.unit(n, mem).value for (n, _, _), mem in zip(result.meshes, members,
+                                                                   strict=True) if mem)
+    return GreedyResult(result.meshes, members, value)
