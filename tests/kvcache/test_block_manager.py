@@ -156,3 +156,20 @@ def test_check_integrity_catches_corruption() -> None:
     bm._free.pop()  # a leaked block
     with pytest.raises(AssertionError, match="leaked"):
         bm.check_integrity()
+
+
+def test_append_batch_is_all_or_nothing() -> None:
+    bm = BlockManager(num_blocks=7)
+    bm.register_model(0, 1, 2, 128)  # g=2
+    bm.register_model(1, 1, 1, 128, quota_blocks=1)  # g=1
+    bm.allocate(1, 0, 32)
+    bm.allocate(2, 0, 31)
+    bm.allocate(3, 1, 32)
+    assert bm.append_batch([1, 2])  # 1 crosses a boundary (2 blocks), 2 does not
+    assert (bm.num_tokens(1), bm.num_tokens(2), bm.num_free_blocks) == (33, 32, 0)
+    assert not bm.append_batch([2, 1], 32)  # 2 needs 2 more blocks: none free
+    assert (bm.num_tokens(1), bm.num_tokens(2)) == (33, 32)
+    bm.free(2)
+    assert not bm.append_batch([3])  # pool has room, model 1's quota does not
+    assert bm.append_batch([3], 0) and bm.append_batch([], 5)
+    bm.check_integrity()

@@ -58,6 +58,18 @@ class BlockManagerMachine(RuleBasedStateMachine):
         assert fits
         self.tokens[seq] += n
 
+    @rule(picked=st.lists(seqs, max_size=4, unique=True), n=st.integers(0, 40))
+    def append_batch(self, picked: list[int], n: int) -> None:
+        live = [s for s in picked if s in self.tokens]
+        fits = all(self.bm.can_append(s, n) for s in live)
+        free_before = self.bm.num_free_blocks
+        if self.bm.append_batch(live, n):
+            for s in live:
+                self.tokens[s] += n
+        else:
+            assert not fits or len(live) > 1  # one by one may fit, all together may not
+            assert self.bm.num_free_blocks == free_before
+
     @rule(seq=consumes(seqs))
     def free(self, seq: int) -> None:
         if seq not in self.tokens:

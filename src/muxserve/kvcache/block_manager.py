@@ -17,6 +17,7 @@ cannot grow until it shrinks), so quotas are soft caps on growth, never a reason
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 DEFAULT_BLOCK_NUMEL = 8192  # 32 tokens x head_dim 128 x (K, V): one MuxServe block
@@ -50,11 +51,13 @@ class KVLayout:
         return -(-num_tokens // self.tokens_per_block)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seq:
     model_id: int
     num_tokens: int
     table: list[list[int]]
+    tpb: int  # the model's tokens_per_block and g, copied here for the per-token hot path
+    g: int
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -172,10 +175,11 @@ class BlockManager:
         need = self.blocks_needed(model_id, num_tokens)
         if not self._fits(model_id, need):
             raise OutOfBlocksError(f"cannot allocate seq {seq_id}: {self._why_not(model_id, need)}")
-        g = self._layouts[model_id].blocks_per_token_block
+        layout = self._layouts[model_id]
+        g = layout.blocks_per_token_block
         table = [self._take(g) for _ in range(need // g)]
         self._used[model_id] += need
-        self._seqs[seq_id] = _Seq(model_id, num_tokens, table)
+        self._seqs[seq_id] = _Seq(model_id, num_tokens, table, layout.tokens_per_block, g)
 
     def _take(self, g: int) -> list[int]:
         # one slice instead of g pops: a 7B model takes 1024 blocks per token block
@@ -193,9 +197,8 @@ class BlockManager:
     def _append_need(self, seq: _Seq, num_new_tokens: int) -> int:
         if num_new_tokens < 0:
             raise ValueError(f"num_new_tokens must be >= 0, got {num_new_tokens}")
-        layout = self._layouts[seq.model_id]
-        rows = layout.token_blocks(seq.num_tokens + num_new_tokens) - len(seq.table)
-        return rows * layout.blocks_per_token_block
+        rows = -(-(seq.num_tokens + num_new_tokens) // seq.tpb) - len(seq.table)
+        return rows * seq.g
 
     def can_append(self, seq_id: int, num_new_tokens: int = 1) -> bool:
         seq = self._seq(seq_id)
@@ -208,11 +211,39 @@ class BlockManager:
         if not self._fits(seq.model_id, need):
             raise OutOfBlocksError(f"cannot append to seq {seq_id}: "
                                    f"{self._why_not(seq.model_id, need)}")
-        g = self._layouts[seq.model_id].blocks_per_token_block
-        for _ in range(need // g):
-            seq.table.append(self._take(g))
+        for _ in range(need // seq.g):
+            seq.table.append(self._take(seq.g))
         self._used[seq.model_id] += need
         seq.num_tokens += num_new_tokens
+
+    def append_batch(self, seq_ids: Sequence[int], num_new_tokens: int = 1) -> bool:
+        """Grow every sequence of ``seq_ids`` by ``num_new_tokens`` if ALL of them fit the pool
+        and their models' quotas; otherwise change nothing and return False.
+
+        The per-step fast path of a decode batch: one call instead of can_append/append per
+        sequence (most steps cross no token-block boundary and take no block).
+        """
+        if num_new_tokens < 0:
+            raise ValueError(f"num_new_tokens must be >= 0, got {num_new_tokens}")
+        seqs = [self._seq(s) for s in seq_ids]
+        need: dict[int, int] = {}
+        growing = []
+        for seq in seqs:
+            rows = -(-(seq.num_tokens + num_new_tokens) // seq.tpb) - len(seq.table)
+            if rows:
+                need[seq.model_id] = need.get(seq.model_id, 0) + rows * seq.g
+                growing.append((seq, rows))
+        if sum(need.values()) > len(self._free) or not all(
+                self._fits(m, n) for m, n in need.items()):
+            return False
+        for seq, rows in growing:
+            for _ in range(rows):
+                seq.table.append(self._take(seq.g))
+        for m, n in need.items():
+            self._used[m] += n
+        for seq in seqs:
+            seq.num_tokens += num_new_tokens
+        return True
 
     def free(self, seq_id: int) -> None:
         """Return all blocks of a sequence to the pool; the seq_id may be allocated again."""
@@ -238,7 +269,7 @@ class BlockManager:
     def blocks_of(self, seq_id: int) -> int:
         """Blocks a sequence holds now."""
         seq = self._seq(seq_id)
-        return len(seq.table) * self._layouts[seq.model_id].blocks_per_token_block
+        return len(seq.table) * seq.g
 
     def seqs_of(self, model_id: int) -> list[int]:
         """Sequences of ``model_id`` in allocation order, oldest first."""
@@ -261,7 +292,7 @@ class BlockManager:
             seq = self._seqs[seq_id]
             if model_id is None or seq.model_id == model_id:
                 victims.append(seq_id)
-                freed += len(seq.table) * self._layouts[seq.model_id].blocks_per_token_block
+                freed += len(seq.table) * seq.g
         return victims
 
     # ---- invariants -----------------------------------------------------------------------
@@ -279,6 +310,7 @@ class BlockManager:
         for seq_id, seq in self._seqs.items():
             layout = self._layouts[seq.model_id]
             g = layout.blocks_per_token_block
+            assert (seq.tpb, seq.g) == (layout.tokens_per_block, g), f"seq {seq_id}: stale layout"
             assert len(seq.table) == layout.token_blocks(seq.num_tokens), (
                 f"seq {seq_id}: {len(seq.table)} token blocks for {seq.num_tokens} tokens")
             for row in seq.table:

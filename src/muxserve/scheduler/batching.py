@@ -57,6 +57,10 @@ def build_decode(table: RequestTable, bm: BlockManager,
     Returns (batch, preempted).
     """
     pending = table.idle_running(model_id)
+    if bm.append_batch([st.req_id for st in pending]):  # the common case: everything fits
+        for st in pending:
+            st.status = Status.DECODING
+        return pending, []
     batch: list[ReqState] = []
     preempted: list[ReqState] = []
     i = 0

@@ -153,7 +153,7 @@ class UnitScheduler:
             self._preempted.extend(st.req_id for st in preempted)
             self.num_preemptions += len(preempted)
             tokens = len(batch)
-            context = sum(self.bm.num_tokens(st.req_id) for st in batch)
+            context = sum(st.prefill_tokens for st in batch)  # = KV tokens once appended
         if not batch:
             return None
         job = Job(self._next_job_id, m, phase, tuple(st.req_id for st in batch), tokens,
