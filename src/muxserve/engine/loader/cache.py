@@ -27,7 +27,7 @@ import torch
 from muxserve.config.models import ModelArch
 from muxserve.engine.tokenizer import Tokenizer
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "weights.safetensors"
 ARCH_FILE = "arch.json"
 

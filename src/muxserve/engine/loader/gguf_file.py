@@ -88,7 +88,11 @@ def field_value(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
         return np.concatenate([f.parts[i] for i in f.data]).tolist()
     if types[0] == gguf.GGUFValueType.STRING:
         return bytes(f.parts[f.data[0]]).decode("utf-8")
-    return f.parts[f.data[0]].tolist()[0]
+    value = f.parts[f.data[0]]
+    if value.dtype == np.float32:
+        # the shortest decimal that is this float32: 1e-05, not 9.999999747378752e-06
+        return float(str(value[0]))
+    return value.tolist()[0]
 
 
 def arch_from_gguf(reader: gguf.GGUFReader, name: str, path: Path) -> ModelArch:
@@ -129,13 +133,26 @@ def arch_from_gguf(reader: gguf.GGUFReader, name: str, path: Path) -> ModelArch:
     if scaling not in (None, "none"):
         raise ValueError(f"{path}: RoPE scaling {scaling!r} is not supported")
     if a == "gemma3":
+        scale = field_value(reader, "gemma3.attention.scale")
         return ModelArch(
             sliding_window=int(need("attention.sliding_window")),
-            sliding_window_pattern=int(field_value(
-                reader, "gemma3.attention.sliding_window_pattern", 6)),
+            sliding_window_pattern=_window_pattern(
+                field_value(reader, "gemma3.attention.sliding_window_pattern", 6),
+                common["num_layers"], path),
             rope_local_theta=float(field_value(reader, "gemma3.rope.freq_base_swa", 10000.0)),
-            query_pre_attn_scalar=float(head_dim), **common)
+            query_pre_attn_scalar=float(scale ** -2 if scale else head_dim), **common)
     return ModelArch(**common)
+
+
+def _window_pattern(value: int | list[bool], num_layers: int, path: Path) -> int:
+    """Newer files store one bool per layer (True = sliding window); we need the period N of
+    "every Nth layer is global"."""
+    if isinstance(value, int):
+        return value
+    period = next((i + 1 for i, local in enumerate(value) if not local), len(value) + 1)
+    if any(bool(local) != ((i + 1) % period != 0) for i, local in enumerate(value)):
+        raise ValueError(f"{path}: sliding-window layers {value} do not repeat with a period")
+    return period
 
 
 def hf_name(gguf_name: str, family: str) -> str:
