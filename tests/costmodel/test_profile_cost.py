@@ -124,15 +124,30 @@ def test_save_rejects_bad_latency(tmp_path: Path) -> None:
         save_profile(tmp_path / "x.json", [ProfileEntry("m", 1, 100, 1, 32, 0.0, 1.0)])
 
 
-def test_unprofiled_model_maps_to_nearest_size_same_tp(a100: ProfileCostModel) -> None:
+def test_unprofiled_model_transfers_nearest_size_same_tp_by_roofline_ratio(
+        a100: ProfileCostModel) -> None:
     ref = a100.resolve(get_model_arch("llama-3-8b"), 1, "decoding")
-    assert (ref.model, ref.num_gpus) == ("llama-7b", 1)
-    assert ref.scale == pytest.approx(8.03e9 / 6.74e9, rel=0.01)
+    assert (ref.model, ref.num_gpus, ref.exact) == ("llama-7b", 1, False)
     ref30 = a100.resolve(get_model_arch("llama-30b"), 1, "prefill")  # 30b is profiled on 2, 4
     assert (ref30.model, ref30.num_gpus) == ("llama-13b", 1)
-    a = get_model_arch("llama-3-8b")
-    base = a100.decode_ms(get_model_arch("llama-7b"), 8, 8 * 100, 1.0)
-    assert a100.decode_ms(a, 8, 800, 1.0) == pytest.approx(base * ref.scale)
+    a, a7 = get_model_arch("llama-3-8b"), get_model_arch("llama-7b")
+    base = a100.decode_ms(a7, 8, 800, 0.5)
+    ratio = a100.transfer.decode_ms(a, 8, 800, 0.5) / a100.transfer.decode_ms(a7, 8, 800, 0.5)
+    assert a100.decode_ms(a, 8, 800, 0.5) == pytest.approx(base * ratio)
+    assert 0.5 < ratio < 1.5  # GQA: less KV to read, bigger MLP and vocab
+
+
+def test_transfer_predicts_held_out_models() -> None:
+    # Price llama-13b/65b from a table holding only llama-7b/30b; documented in
+    # benchmarks/results/costmodel.md (achieved: prefill 6.5%/15.4%, decode 7.3%/17.0%).
+    from muxserve.costmodel.calibrate import summarize, transfer_errors
+
+    errs = transfer_errors(load_profile(A100), ["llama-7b", "llama-30b"],
+                           ["llama-13b", "llama-65b"])
+    for phase, (max_median, max_p90) in {"prefill": (0.08, 0.17),
+                                         "decoding": (0.085, 0.19)}.items():
+        median, p90 = summarize(errs[phase])
+        assert median <= max_median and p90 <= max_p90, (phase, median, p90)
 
 
 def test_bad_inputs_name_the_value(a100: ProfileCostModel) -> None:

@@ -25,7 +25,8 @@ import numpy as np
 
 from muxserve.config.devices import DeviceSpec, get_device
 from muxserve.config.models import get_model_arch
-from muxserve.costmodel.profile import default_profile_path
+from muxserve.costmodel.base import CostModel
+from muxserve.costmodel.profile import ProfileCostModel, default_profile_path
 from muxserve.costmodel.profile_table import ProfileTable, load_profile
 from muxserve.costmodel.roofline import (
     RooflineCostModel,
@@ -132,6 +133,11 @@ def relative_errors(cm: RooflineCostModel, table: ProfileTable, models: Sequence
                     ) -> dict[str, list[float]]:
     """|predicted / measured - 1| of every measured entry of ``models``, per phase, computed
     through the public (scalar) cost-model API."""
+    return _model_errors(cm, table, models)
+
+
+def _model_errors(cm: CostModel, table: ProfileTable, models: Sequence[str]
+                  ) -> dict[str, list[float]]:
     errs: dict[str, list[float]] = {"prefill": [], "decoding": []}
     for e in table.entries():
         if e.model not in models:
@@ -145,6 +151,14 @@ def relative_errors(cm: RooflineCostModel, table: ProfileTable, models: Sequence
             pred = cm.decode_ms(arch, e.batch, e.batch * e.seq_len, share, e.num_gpus)
             errs["decoding"].append(abs(pred / e.decode_ms - 1))
     return errs
+
+
+def transfer_errors(table: ProfileTable, known: Sequence[str], held: Sequence[str],
+                    device: str = "a100-80g") -> dict[str, list[float]]:
+    """Errors of a ProfileCostModel that holds only ``known`` models' entries when it prices
+    the ``held`` models' measured entries (by roofline-ratio transfer)."""
+    sub = ProfileTable([e for e in table.entries() if e.model in known], drop_outliers=True)
+    return _model_errors(ProfileCostModel(sub, device), table, held)
 
 
 def summarize(errs: list[float]) -> tuple[float, float]:
@@ -176,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for phase, errs in relative_errors(cm, table, models).items():
             med, p90 = summarize(errs)
             print(f"| {name} | {phase} | {len(errs)} | {med:.1%} | {p90:.1%} |")
+    for phase, errs in transfer_errors(table, train, held, args.device).items():
+        med, p90 = summarize(errs)
+        print(f"| profile transfer {'+'.join(train)} -> {'+'.join(held)} | {phase} | "
+              f"{len(errs)} | {med:.1%} | {p90:.1%} |")
     return 0
 
 

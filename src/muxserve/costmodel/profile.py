@@ -10,6 +10,7 @@ from muxserve.config.devices import DeviceSpec, get_device
 from muxserve.config.models import MODEL_PRESETS, ModelArch
 from muxserve.costmodel.base import CostModel, check_job
 from muxserve.costmodel.profile_table import ProfileTable, load_profile
+from muxserve.costmodel.roofline import RooflineCostModel
 
 A100_PROFILE = Path("shared") / "data" / "profiles" / "muxserve_a100_llama.json"
 
@@ -25,11 +26,11 @@ def default_profile_path() -> Path:
 
 @dataclass(frozen=True)
 class ProfileRef:
-    """Which profiled (model, num_gpus) prices a query, and the factor its latencies get."""
+    """Which profiled (model, num_gpus) prices a query for another (model, tp)."""
 
     model: str
     num_gpus: int
-    scale: float  # 1.0 for an exact match
+    exact: bool  # the query's own model and TP degree: no transfer
 
 
 class ProfileCostModel(CostModel):
@@ -39,9 +40,13 @@ class ProfileCostModel(CostModel):
     (``aliases`` may rename, e.g. {"my-llama": "llama-7b"}). Otherwise it uses, among profiled
     entries with the same TP degree if there are any (their communication and overheads are in
     the numbers), the (model, num_gpus) whose parameters per device are nearest to arch's (in
-    log ratio; the same model name wins ties), and scales its latencies by the ratio of
-    parameters per device: to first order both compute and weight traffic scale with it. Only
-    profiled models whose architecture is known (a preset or ``archs``) can stand in for others.
+    log ratio; the same model name wins ties), and transfers its latency with the roofline
+    model: t = t_profile(ref) x roofline(arch, tp) / roofline(ref, ref_tp), both at the query's
+    batch, tokens and share. The ratio carries the shape difference (compute, weights, KV,
+    all-reduce) while the measured numbers keep what the roofline misses; on the A100 file this
+    predicts llama-13b/65b from llama-7b/30b better than the roofline alone (see
+    benchmarks/results/costmodel.md). Only profiled models whose architecture is known (a
+    preset or ``archs``) can stand in for others.
 
     drop_outliers (when loading from a path): the few measurement glitches of the file (a value
     1.5x above both share neighbours) are replaced by their neighbours' interpolation, so one bad
@@ -51,7 +56,7 @@ class ProfileCostModel(CostModel):
     def __init__(self, table: ProfileTable | str | Path | None = None,
                  device: DeviceSpec | str = "a100-80g", aliases: dict[str, str] | None = None,
                  archs: dict[str, ModelArch] | None = None, dtype_bytes: int = 2,
-                 drop_outliers: bool = True):
+                 drop_outliers: bool = True, transfer: RooflineCostModel | None = None):
         if table is None:
             table = default_profile_path()
         self.table = (table if isinstance(table, ProfileTable)
@@ -60,7 +65,8 @@ class ProfileCostModel(CostModel):
         self.dtype_bytes = dtype_bytes
         self.aliases = dict(aliases or {})
         known = {**MODEL_PRESETS, **(archs or {})}
-        self._ref_params = {m: known[m].num_params for m in self.table.models() if m in known}
+        self._ref_archs = {m: known[m] for m in self.table.models() if m in known}
+        self.transfer = transfer or RooflineCostModel(self.device, dtype_bytes=dtype_bytes)
         self._refs: dict[tuple[str, int, int, str], ProfileRef] = {}
 
     def resolve(self, arch: ModelArch, tp: int, phase: str) -> ProfileRef:
@@ -75,17 +81,17 @@ class ProfileCostModel(CostModel):
     def _resolve(self, arch: ModelArch, tp: int, phase: str) -> ProfileRef:
         name = self.aliases.get(arch.name, arch.name)
         if self.table.has(name, tp, phase):
-            return ProfileRef(name, tp, 1.0)
+            return ProfileRef(name, tp, True)
         per_dev = arch.num_params / tp
         best: tuple[int, float, int, ProfileRef] | None = None
-        for m, p in self._ref_params.items():
+        for m, ref_arch in self._ref_archs.items():
             for g in self.table.num_gpus_of(m):
                 if not self.table.has(m, g, phase):
                     continue
-                ratio = per_dev / (p / g)
+                ratio = per_dev / (ref_arch.num_params / g)
                 # same TP degree first: its communication and overheads are in the numbers
                 cand = (0 if g == tp else 1, abs(math.log(ratio)), 0 if m == name else 1,
-                        ProfileRef(m, g, ratio))
+                        ProfileRef(m, g, False))
                 if best is None or cand[:3] < best[:3]:
                     best = cand
         if best is None:
@@ -95,18 +101,28 @@ class ProfileCostModel(CostModel):
                 f"aliases={{...}} or archs={{...}}, or use the roofline cost model")
         return best[3]
 
-    def _lookup(self, arch: ModelArch, tp: int, phase: str, share: float, batch: float,
-                seq_len: float) -> float:
-        ref = self.resolve(arch, tp, phase)
-        ms = self.table.interpolate(ref.model, ref.num_gpus, phase, share * 100.0, batch, seq_len)
-        return ms * ref.scale
-
     def prefill_ms(self, arch: ModelArch, num_seqs: int, num_tokens: int, share: float,
                    tp: int = 1) -> float:
         check_job(num_seqs, num_tokens, share, tp, what="num_seqs")
-        return self._lookup(arch, tp, "prefill", share, num_seqs, num_tokens / num_seqs)
+        ref = self.resolve(arch, tp, "prefill")
+        ms = self.table.interpolate(ref.model, ref.num_gpus, "prefill", share * 100.0, num_seqs,
+                                    num_tokens / num_seqs)
+        if ref.exact:
+            return ms
+        r = self.transfer
+        return ms * (r.prefill_ms(arch, num_seqs, num_tokens, share, tp)
+                     / r.prefill_ms(self._ref_archs[ref.model], num_seqs, num_tokens, share,
+                                    ref.num_gpus))
 
     def decode_ms(self, arch: ModelArch, batch: int, context_tokens: int, share: float,
                   tp: int = 1) -> float:
         check_job(batch, context_tokens, share, tp)
-        return self._lookup(arch, tp, "decoding", share, batch, context_tokens / batch)
+        ref = self.resolve(arch, tp, "decoding")
+        ms = self.table.interpolate(ref.model, ref.num_gpus, "decoding", share * 100.0, batch,
+                                    context_tokens / batch)
+        if ref.exact:
+            return ms
+        r = self.transfer
+        return ms * (r.decode_ms(arch, batch, context_tokens, share, tp)
+                     / r.decode_ms(self._ref_archs[ref.model], batch, context_tokens, share,
+                                   ref.num_gpus))
