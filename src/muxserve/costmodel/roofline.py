@@ -64,6 +64,10 @@ A100_CALIBRATED = RooflineParams(
     overhead_prefill_ms=7.062, overhead_decode_ms=4.53, ar_latency_ms=0.04042,
     link_bw_bps=94790000000.0)
 
+# Constants per device preset; devices not listed use the A100 fit (efficiencies transfer
+# roughly across NVIDIA parts; for the CPU they are a placeholder until a CPU profile is fitted).
+DEVICE_CALIBRATIONS: dict[str, RooflineParams] = {"a100-80g": A100_CALIBRATED}
+
 
 @dataclass(frozen=True)
 class JobShape:
@@ -117,12 +121,13 @@ def job_ms(shape: JobShape, share: Any, tp: Any, log2_tp: Any, device: DeviceSpe
 
 
 class RooflineCostModel(CostModel):
-    """Analytic cost model for any device preset; constants default to the A100 calibration."""
+    """Analytic cost model for any device preset; constants default to the device's entry in
+    DEVICE_CALIBRATIONS, else the A100 calibration."""
 
     def __init__(self, device: DeviceSpec | str = "a100-80g",
-                 params: RooflineParams = A100_CALIBRATED, dtype_bytes: int = 2):
+                 params: RooflineParams | None = None, dtype_bytes: int = 2):
         self.device = get_device(device) if isinstance(device, str) else device
-        self.params = params
+        self.params = params or DEVICE_CALIBRATIONS.get(self.device.name, A100_CALIBRATED)
         self.dtype_bytes = dtype_bytes
 
     def prefill_ms(self, arch: ModelArch, num_seqs: int, num_tokens: int, share: float,
