@@ -60,8 +60,15 @@ def resolve_source(source: str, root: Path) -> ResolvedSource:
         return ResolvedSource("gguf", source, path)
     if source.startswith("random:"):
         spec = source[len("random:"):]
-        return ResolvedSource("random", spec.split("?")[0].removesuffix(".json") or source,
-                              spec=spec)
+        base = Path(spec.split("?")[0])
+        # random:path/to/model/config.json is named "model", random:<preset> after the preset
+        if base.suffix != ".json":
+            name = str(base)
+        elif base.name == "config.json" and base.parent.name:
+            name = base.parent.name
+        else:
+            name = base.stem
+        return ResolvedSource("random", name or source, spec=spec)
     path = Path(source).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
