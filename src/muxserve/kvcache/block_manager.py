@@ -225,16 +225,21 @@ class BlockManager:
         """
         if num_new_tokens < 0:
             raise ValueError(f"num_new_tokens must be >= 0, got {num_new_tokens}")
-        seqs = [self._seq(s) for s in seq_ids]
+        all_seqs = self._seqs
+        try:
+            seqs = [all_seqs[s] for s in seq_ids]
+        except KeyError as e:
+            raise ValueError(f"unknown seq_id {e.args[0]!r}: it holds no blocks") from None
         need: dict[int, int] = {}
         growing = []
-        for seq in seqs:
-            rows = -(-(seq.num_tokens + num_new_tokens) // seq.tpb) - len(seq.table)
-            if rows:
+        for seq in seqs:  # per token of every decode step: keep it lean
+            new_tokens = seq.num_tokens + num_new_tokens
+            if new_tokens > len(seq.table) * seq.tpb:
+                rows = -(-new_tokens // seq.tpb) - len(seq.table)
                 need[seq.model_id] = need.get(seq.model_id, 0) + rows * seq.g
                 growing.append((seq, rows))
-        if sum(need.values()) > len(self._free) or not all(
-                self._fits(m, n) for m, n in need.items()):
+        if need and (sum(need.values()) > len(self._free) or not all(
+                self._fits(m, n) for m, n in need.items())):
             return False
         for seq, rows in growing:
             for _ in range(rows):

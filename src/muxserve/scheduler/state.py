@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from muxserve.scheduler.api import Request
@@ -17,17 +17,19 @@ class Status(Enum):
     DECODING = "decoding"  # in a running decode job
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class ReqState:
     req: Request
     generated: int = 0  # tokens generated so far (kept across preemptions)
     status: Status = Status.WAITING
     aborted: bool = False  # abort() came while it was in a running job
     num_preemptions: int = 0
+    req_id: int = field(init=False)  # copies of req's fields: read on every token
+    max_output_tokens: int = field(init=False)
 
-    @property
-    def req_id(self) -> int:
-        return self.req.req_id
+    def __post_init__(self) -> None:
+        self.req_id = self.req.req_id
+        self.max_output_tokens = self.req.max_output_tokens
 
     @property
     def prefill_tokens(self) -> int:

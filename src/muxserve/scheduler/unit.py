@@ -63,6 +63,7 @@ class UnitScheduler:
         self._rr: dict[str, int] = {}
         self._next_job_id = 0
         self._last_end_s: dict[int, float] = {}
+        self._batches: dict[int, list[ReqState]] = {}  # job_id -> its requests' states
         self._preempted: list[int] = []
         self.num_preemptions = 0
 
@@ -140,26 +141,33 @@ class UnitScheduler:
                    for m in self._order)
 
     def _try_start(self, m: int, phase: Phase) -> Job | None:
+        prefill = phase is Phase.PREFILL
+        if prefill and not self.table.waiting[m] or not self.table.active[m] and not prefill:
+            return None  # nothing to do: the cheap check first, this runs per model per round
         share = self._shares[(m, phase)]
         if not self.ledger.can_start(m, phase, share):
             return None
-        if phase is Phase.PREFILL:
+        if prefill:
             batch = build_prefill(self.table, self.bm, m, self.config.prefill_token_cap,
                                   self.quota.seq_cap(m))
-            tokens = sum(st.prefill_tokens for st in batch)
+            tokens = sum([st.prefill_tokens for st in batch])
             context = tokens
         else:
             batch, preempted = build_decode(self.table, self.bm, m)
-            self._preempted.extend(st.req_id for st in preempted)
-            self.num_preemptions += len(preempted)
+            if preempted:
+                self._preempted.extend(st.req_id for st in preempted)
+                self.num_preemptions += len(preempted)
             tokens = len(batch)
-            context = sum(st.prefill_tokens for st in batch)  # = KV tokens once appended
+            # KV tokens once this step's slot is appended: prompt + generated for each
+            context = sum([st.generated for st in batch]) + sum(
+                [st.req.prompt_tokens for st in batch])
         if not batch:
             return None
-        job = Job(self._next_job_id, m, phase, tuple(st.req_id for st in batch), tokens,
+        job = Job(self._next_job_id, m, phase, tuple([st.req_id for st in batch]), tokens,
                   context, share)
         self._next_job_id += 1
         self.ledger.start(job)
+        self._batches[job.job_id] = batch
         return job
 
     # ---- results --------------------------------------------------------------------------
@@ -168,33 +176,35 @@ class UnitScheduler:
         (max_output_tokens reached, or named by ``result``) free their blocks."""
         if result.job_id != job.job_id:
             raise ValueError(f"result of job {result.job_id} given for job {job.job_id}")
-        job = self.ledger.end(job.job_id)
-        self._last_end_s[job.model_id] = now_s
         early = set(result.finished_req_ids)
-        if not early <= set(job.req_ids):
+        if early and not early <= set(job.req_ids):
             raise ValueError(f"job {job.job_id}: finished_req_ids {sorted(early)} name requests "
                              f"outside the job {job.req_ids}")
+        job = self.ledger.end(job.job_id)
+        batch = self._batches.pop(job.job_id)
+        self._last_end_s[job.model_id] = now_s
         first: list[int] = []
-        tokens: list[int] = []
         finished: list[int] = []
-        for rid in job.req_ids:
-            st = self.table.states[rid]
+        aborted = False
+        running = Status.RUNNING
+        for st in batch:  # the per-token hot loop of the simulator: keep it lean
             if st.aborted:
                 self._drop(st)
+                aborted = True
                 continue
-            if st.generated == 0:
-                first.append(rid)
             st.generated += 1
-            tokens.append(rid)
-            if st.generated >= st.req.max_output_tokens or rid in early:
+            if st.generated == 1:
+                first.append(st.req_id)
+            if st.generated >= st.max_output_tokens or (early and st.req_id in early):
                 self._drop(st)
-                finished.append(rid)
+                finished.append(st.req_id)
             else:
-                st.status = Status.RUNNING
+                st.status = running
+        tokens = tuple([st.req_id for st in batch if not st.aborted]) if aborted else job.req_ids
         if job.phase is Phase.DECODE:
-            self.quota.record_decode(job.model_id, len(job.req_ids))
+            self.quota.record_decode(job.model_id, len(batch))
         preempted, self._preempted = tuple(self._preempted), []
-        return StepEvents(tuple(first), tuple(tokens), tuple(finished), preempted)
+        return StepEvents(tuple(first), tokens, tuple(finished), preempted)
 
     def _drop(self, st: ReqState) -> None:
         self.bm.free(st.req_id)
