@@ -80,8 +80,8 @@ def _predict(b: _Block, dev: DeviceSpec, p: RooflineParams, dtype_bytes: int = 2
         shape = prefill_shape(arch, b.batch, b.batch * b.seq, dtype_bytes)
     else:
         shape = decode_shape(arch, b.batch, b.batch * b.seq, dtype_bytes)
-    return job_ms(shape, b.share, b.tp, math.log2(b.tp), dev, p, b.phase != "prefill",
-                  dtype_bytes)
+    return np.asarray(job_ms(shape, b.share, b.tp, math.log2(b.tp), dev, p,
+                             b.phase != "prefill", dtype_bytes))
 
 
 def _loss(blocks: list[_Block], dev: DeviceSpec, p: RooflineParams) -> float:
