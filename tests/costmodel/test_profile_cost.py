@@ -111,6 +111,7 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
     save_profile(path, entries, meta={"device": "cpu-2core", "command": "muxserve profile"})
     raw = json.loads(path.read_text())
     assert raw["_meta"]["device"] == "cpu-2core"
+    assert load_profile(path).meta == {"device": "cpu-2core", "command": "muxserve profile"}
     assert raw["smollm2-135m"]["1"]["100"]["4"]["32"] == {"prefill": -1.0, "decoding": 0.9}
     t = load_profile(path)
     assert sorted(t.entries(), key=str) == sorted(entries, key=str)
@@ -162,3 +163,17 @@ def test_bad_inputs_name_the_value(a100: ProfileCostModel) -> None:
         get_cost_model("profile", "h100-80g")
     with pytest.raises(ValueError, match="valid: profile, roofline"):
         get_cost_model("magic")
+
+
+def test_single_point_axes_and_holes() -> None:
+    # A one-share, one-batch table (what a quick CPU profile may write) with a hole in seq_len.
+    t = ProfileTable([ProfileEntry("m", 1, 100, 1, 16, 2.0, 1.0),
+                      ProfileEntry("m", 1, 100, 1, 32, -1.0, 1.5),
+                      ProfileEntry("m", 1, 100, 1, 64, 5.0, 2.5)])
+    assert t.measured("m", 1, "prefill", 100, 1, 32) is None
+    assert t.interpolate("m", 1, "prefill", 100, 1, 32) == pytest.approx(3.0)  # filled on the line
+    assert t.interpolate("m", 1, "decoding", 50, 4, 128) == pytest.approx(4.5)  # only seq varies
+    with pytest.raises(ValueError, match="no prefill profile for 'x'"):
+        t.interpolate("x", 1, "prefill", 100, 1, 32)
+    with pytest.raises(ValueError, match="no measured entries"):
+        ProfileTable([ProfileEntry("m", 1, 100, 1, 16, -1.0, -1.0)])

@@ -157,7 +157,9 @@ class ProfileTable:
     reader reproduces the file exactly.
     """
 
-    def __init__(self, entries: Iterable[ProfileEntry], drop_outliers: bool = False):
+    def __init__(self, entries: Iterable[ProfileEntry], drop_outliers: bool = False,
+                 meta: dict[str, Any] | None = None):
+        self.meta: dict[str, Any] = dict(meta or {})  # the file's "_meta" (device, command, ...)
         raw: dict[tuple[str, int, str], dict[tuple[int, int, int], float]] = {}
         self._entries: list[ProfileEntry] = []
         for e in entries:
@@ -244,7 +246,8 @@ def table_from_json(data: dict[str, Any], drop_outliers: bool = False) -> Profil
                             model, _intkey(g, "num_gpus"), _intkey(sm, "sm_pct"),
                             _intkey(b, "batch"), _intkey(s, "seq_len"),
                             float(cell["prefill"]), float(cell["decoding"])))
-    return ProfileTable(entries, drop_outliers)
+    meta = data.get("_meta")
+    return ProfileTable(entries, drop_outliers, meta if isinstance(meta, dict) else None)
 
 
 def load_profile(path: str | Path, drop_outliers: bool = False) -> ProfileTable:
