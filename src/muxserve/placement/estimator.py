@@ -10,7 +10,9 @@ every colocated model's prefill::
 Batches start at what each model needs alone and are raised, one model at a time (the one
 furthest below its rate), until every rate is met or KV memory runs out; the best value seen
 is kept. The value of a unit is sum_i rate_i x min(tpt_i, rate_i), so the cluster objective
-(rate-weighted mean throughput) is the sum of unit values over the total rate.
+(rate-weighted mean throughput) is the sum of unit values over the total rate. Equal values
+(typical at low load, where every placement meets every rate) are told apart by headroom: the
+throughput each model would reach with its batch raised to its KV limit, capped at 2x its rate.
 
 Everything is memoised: cost-model calls per (model kind, batch, share, mesh), single-model
 candidates per (model, mesh) and unit estimates per (mesh, members), because the search
@@ -90,6 +92,9 @@ class UnitEstimate:
     kv_fractions: tuple[float, ...]
     kv_free_bytes: int  # per device, after weights and overheads
     value: float  # sum rate x min(tpt, rate)
+    # sum rate x min(capacity, 2 x rate), capacity = throughput with the batch raised to the KV
+    # limit: how much burst the unit can absorb; breaks ties between equal values
+    headroom: float = 0.0
 
 
 class Estimator:
@@ -117,6 +122,8 @@ class Estimator:
         self._pshare: dict[tuple[int, int], int] = {}
         self._cand: dict[tuple[int, int], Candidate | None] = {}
         self._unit: dict[tuple[int, tuple[Member, ...], bool], UnitEstimate] = {}
+        self._alone: dict[tuple[int, int, int, int, int], tuple[int, float]] = {}
+        self._fits: dict[tuple[int, tuple[int, ...]], bool] = {}
 
     # ---- cost-model calls ---------------------------------------------------------------------
     def t_pre_ms(self, kind: int, batch: int, pct: int, n: int) -> float:
@@ -173,6 +180,13 @@ class Estimator:
 
     def fits(self, n: int, model_ids: Sequence[int]) -> bool:
         """Weights + overheads + a KV reserve of kv_reserve_seqs sequences per model."""
+        key = (n, tuple(model_ids))
+        ok = self._fits.get(key)
+        if ok is None:
+            ok = self._fits[key] = self._fits_uncached(n, model_ids)
+        return ok
+
+    def _fits_uncached(self, n: int, model_ids: Sequence[int]) -> bool:
         free = self.kv_free_bytes(n, model_ids)
         if free == -math.inf:
             return False
@@ -203,6 +217,13 @@ class Estimator:
 
     def alone_batch(self, i: int, n: int, p: int, d: int, bmax: int) -> tuple[int, float]:
         """Smallest batch <= bmax whose throughput alone meets the rate (else bmax)."""
+        key = (i, n, p, d, bmax)
+        r = self._alone.get(key)
+        if r is None:
+            r = self._alone[key] = self._alone_batch(i, n, p, d, bmax)
+        return r
+
+    def _alone_batch(self, i: int, n: int, p: int, d: int, bmax: int) -> tuple[int, float]:
         if bmax < 1:
             return 0, 0.0
         rate = self.rates[i]
@@ -301,4 +322,10 @@ class Estimator:
                 break
             _, j = min(lag)
             batches[j] = min(bmax[j], batches[j] + max(1, int(batches[j] * self.cfg.batch_growth)))
-        return UnitEstimate(tuple(best_b), tuple(best_t), tuple(fracs), int(free), best_val)
+        headroom = 0.0
+        for j, r in enumerate(rates):
+            raised = best_b[:j] + [bmax[j]] + best_b[j + 1:]
+            cap_j = self._tpts(n, members, raised, overlap)[j] if bmax[j] > 0 else 0.0
+            headroom += r * min(cap_j, 2 * r)
+        return UnitEstimate(tuple(best_b), tuple(best_t), tuple(fracs), int(free), best_val,
+                            headroom)

@@ -30,6 +30,7 @@ from muxserve.config.devices import Cluster
 from muxserve.placement.estimator import Estimator, Member
 
 Mesh = tuple[int, int, int]  # (size, node, first device)
+CROSS_NODE_MOVE_LIMIT = 20_000
 
 
 def node_patterns(devices_per_node: int, mesh_sizes: Sequence[int]) -> list[tuple[int, ...]]:
@@ -82,6 +83,7 @@ class GreedyResult:
     meshes: list[Mesh]
     members: list[tuple[Member, ...]]
     value: float
+    headroom: float = 0.0
 
 
 class PlacementFailed(Exception):
@@ -93,16 +95,18 @@ class PlacementFailed(Exception):
 
 
 def greedy(est: Estimator, meshes: Sequence[Mesh], order: Sequence[int],
-           start: Sequence[tuple[Member, ...]] | None = None) -> GreedyResult:
+           start: Sequence[tuple[Member, ...]] | None = None, spread: bool = True) -> GreedyResult:
     """Place models in ``order`` one by one on the mesh with the largest value gain, starting
-    from the members in ``start`` (default: empty meshes)."""
+    from the members in ``start`` (default: empty meshes). Equal gains go to the smaller mesh
+    (MuxServe's rule), then, with ``spread``, to the mesh that keeps more headroom, else to the
+    first such mesh (which packs light models together)."""
     cap = est.cfg.max_batch
     members: list[tuple[Member, ...]] = list(start) if start else [() for _ in meshes]
     values = [est.unit(n, mem).value if mem else 0.0
               for (n, _, _), mem in zip(meshes, members, strict=True)]
     dsum = [sum(m[2] for m in mem) for mem in members]
     for i in order:
-        best: tuple[float, int, int, tuple[Member, ...], float] | None = None
+        best: tuple[float, int, float, int, tuple[Member, ...], float] | None = None
         seen: set[tuple[int, tuple[Member, ...]]] = set()
         for u, (n, _, _) in enumerate(meshes):
             state = (n, members[u])
@@ -115,18 +119,35 @@ def greedy(est: Estimator, meshes: Sequence[Mesh], order: Sequence[int],
             new = tuple(sorted(members[u] + ((i, c.prefill_pct, c.decode_pct, cap),)))
             if not est.fits(n, [m[0] for m in new]):
                 continue
-            val = est.unit(n, new).value
-            gain = val - values[u]
-            tol = 1e-9 * max(1.0, abs(gain))
-            if (best is None or gain > best[0] + tol
-                    or (abs(gain - best[0]) <= tol and n < best[1])):
-                best = (gain, n, u, new, val)
+            ue = est.unit(n, new)
+            gain = ue.value - values[u]
+            room = 0.0
+            if spread:
+                room = ue.headroom - (est.unit(n, members[u]).headroom if members[u] else 0.0)
+            if best is None or _better(gain, n, room, best[0], best[1], best[2]):
+                best = (gain, n, room, u, new, ue.value)
         if best is None:
             raise PlacementFailed(i)
-        _, _, u, new, val = best
+        _, _, _, u, new, val = best
         members[u], values[u] = new, val
         dsum[u] = sum(m[2] for m in new)
-    return GreedyResult(list(meshes), members, sum(values))
+    return GreedyResult(list(meshes), members, sum(values), _headroom(est, meshes, members))
+
+
+def _better(gain: float, n: int, room: float, b_gain: float, b_n: int, b_room: float) -> bool:
+    """More value gained; on a tie the smaller mesh (MuxServe's rule), then more headroom."""
+    tol = 1e-9 * max(1.0, abs(gain), abs(b_gain))
+    if abs(gain - b_gain) > tol:
+        return gain > b_gain
+    if n != b_n:
+        return n < b_n
+    return room > b_room * (1 + 1e-9) + 1e-12
+
+
+def _headroom(est: Estimator, meshes: Sequence[Mesh],
+              members: Sequence[tuple[Member, ...]]) -> float:
+    return sum(est.unit(n, mem).headroom for (n, _, _), mem in zip(meshes, members, strict=True)
+               if mem)
 
 
 def demand_order(est: Estimator, ids: Sequence[int]) -> list[int]:
@@ -162,21 +183,23 @@ def search_node_groupings(est: Estimator, ids: Sequence[int], num_nodes: int,
             if len(g) <= max(len(ids), fewest) and max(m[0] for m in g) >= required]
     best: GreedyResult | None = None
     failed: set[int] = set()
-    for g in cand:
+    for g, spread in itertools.product(cand, (True, False)):
         try:
-            r = greedy(est, g, order)
+            r = refine_shares(est, greedy(est, g, order, spread=spread))
         except PlacementFailed as e:
             failed.add(e.model)
             continue
-        # ties keep the earlier grouping (fewer, larger meshes first)
-        if best is None or r.value > best.value * (1 + 1e-12):
+        # equal values (every rate met) go to more headroom; then the earlier grouping
+        tol = 1e-9 * max(1.0, r.value)
+        if (best is None or r.value > best.value + tol
+                or (r.value >= best.value - tol and r.headroom > best.headroom * (1 + 1e-9))):
             best = r
     if best is None:
         names = ", ".join(repr(est.models[i].name) for i in sorted(failed)) or "?"
         raise ValueError(f"no mesh grouping of {num_nodes} node(s) x {devices_per_node} "
                          f"{est.device.name} fits all {len(ids)} models (memory or decode-share "
                          f"budget exhausted); could not place: {names}")
-    return best
+    return improve_moves(est, best)
 
 
 def device_need(est: Estimator, i: int) -> float:
@@ -240,11 +263,20 @@ def search(est: Estimator, cluster: Cluster) -> GreedyResult:
         members += r.members
     if leftover:
         # models a node could not take go wherever they add the most, cluster-wide
-        r = greedy(est, meshes, demand_order(est, leftover), members)
-        members = r.members
+        try:
+            members = greedy(est, meshes, demand_order(est, leftover), members).members
+        except PlacementFailed as e:
+            raise ValueError(f"no room left for model {est.models[e.model].name!r} "
+                             f"({est.models[e.model].arch.name}) on {cluster.num_nodes} nodes x "
+                             f"{cluster.devices_per_node} {est.device.name}: could not place it "
+                             f"(memory or decode-share budget exhausted)") from None
     value = sum(est.unit(n, mem).value for (n, _, _), mem in zip(meshes, members, strict=True)
                 if mem)
-    return GreedyResult(meshes, members, value)
+    result = GreedyResult(meshes, members, value, _headroom(est, meshes, members))
+    # cross-node moves cost O(models x meshes) each: affordable up to mid-size clusters
+    if len(est.models) * len(meshes) <= CROSS_NODE_MOVE_LIMIT:
+        result = improve_moves(est, result)
+    return result
 
 
 def _search_node_dropping(est: Estimator, ids: list[int], per_node: int,
@@ -286,4 +318,46 @@ def refine_shares(est: Estimator, result: GreedyResult) -> GreedyResult:
         members[u] = mem
     value = sum(est.unit(n, mem).value for (n, _, _), mem in zip(result.meshes, members,
                                                                    strict=True) if mem)
-    return GreedyResult(result.meshes, members, value)
+    return GreedyResult(result.meshes, members, value, _headroom(est, result.meshes, members))
+
+
+def improve_moves(est: Estimator, result: GreedyResult, max_moves: int = 64) -> GreedyResult:
+    """Local search after the greedy: move single models to the mesh where the total value
+    rises most (the greedy placed early models before it knew the later ones), re-spending
+    decode shares after each move; stops when no move helps."""
+    cap = est.cfg.max_batch
+    members = list(result.members)
+    meshes = result.meshes
+    for _ in range(max_moves):
+        best: tuple[float, int, int, tuple[Member, ...], tuple[Member, ...]] | None = None
+        for src, mem in enumerate(members):
+            n_src = meshes[src][0]
+            base_src = est.unit(n_src, mem).value
+            for k, m in enumerate(mem):
+                rest = mem[:k] + mem[k + 1:]
+                left = est.unit(n_src, rest).value if rest else 0.0
+                seen: set[tuple[int, tuple[Member, ...]]] = set()
+                for dst, dmem in enumerate(members):
+                    n = meshes[dst][0]
+                    if dst == src or (n, dmem) in seen:
+                        continue
+                    seen.add((n, dmem))
+                    c = est.candidate(m[0], n)
+                    if c is None or (sum(x[2] for x in dmem) + c.decode_pct
+                                     > est.cfg.max_decode_share_sum_pct):
+                        continue
+                    new = tuple(sorted(dmem + ((m[0], c.prefill_pct, c.decode_pct, cap),)))
+                    if not est.fits(n, [x[0] for x in new]):
+                        continue
+                    old = base_src + (est.unit(n, dmem).value if dmem else 0.0)
+                    delta = left + est.unit(n, new).value - old
+                    if delta > 1e-9 * max(1.0, result.value) and (best is None or delta > best[0]):
+                        best = (delta, src, dst, rest, new)
+        if best is None:
+            break
+        _, src, dst, rest, new = best
+        members[src], members[dst] = rest, new
+        members = refine_shares(est, GreedyResult(meshes, members, 0.0)).members
+    value = sum(est.unit(n, mem).value for (n, _, _), mem in zip(meshes, members, strict=True)
+                if mem)
+    return GreedyResult(meshes, members, value, _headroom(est, meshes, members))

@@ -13,7 +13,7 @@ from muxserve.config.devices import Cluster
 from muxserve.costmodel.base import CostModel
 from muxserve.placement.baselines import spatial_units
 from muxserve.placement.estimator import Estimator, Member, PlannerConfig
-from muxserve.placement.optimizer import Mesh, refine_shares, search
+from muxserve.placement.optimizer import Mesh, search
 from muxserve.placement.schema import (
     POLICIES,
     ModelPlacement,
@@ -99,7 +99,6 @@ def plan(workload: Workload, cost_model: CostModel, cluster: Cluster | None = No
         members = [tuple((m[0], 100, 100, cap) for m in mem) for mem in result.members]
         units = _units_from(est, _locs(result.meshes), members, overlap=False)
     else:
-        result = refine_shares(est, result)
         units = _units_from(est, _locs(result.meshes), result.members, overlap=True)
     return _finish(units, est, workload, cluster, policy, cost_name)
 
