@@ -177,3 +177,59 @@ def test_never_exceeds_limits(case: tuple[Workload, Cluster], policy: str,
             assert m.est_throughput_rps is not None
             assert 0 <= m.est_throughput_rps <= (m.rate_rps or 0) + 1e-3
     assert pl.est_total_rps is not None and pl.est_total_rps <= w.total_rate_rps + 1e-2
+
+
+def test_refinement_passes_never_lose_value() -> None:
+    from muxserve.placement.optimizer import (
+        PlacementFailed,
+        demand_order,
+        greedy,
+        groupings,
+        improve_moves,
+        node_patterns,
+        refine_shares,
+    )
+
+    w = read_workload(sorted(CHATLMSYS.glob("*condense1600*.yaml"))[0])
+    est = Estimator(w.models, CM)
+    order = demand_order(est, range(len(w.models)))
+    tried = 0
+    for g in groupings(4, node_patterns(8, (1, 2, 4, 8)))[:60:3]:
+        try:
+            r = greedy(est, g, order)
+        except PlacementFailed:
+            continue
+        tried += 1
+        refined = refine_shares(est, r)
+        moved = improve_moves(est, refined)
+        assert refined.value >= r.value * (1 - 1e-12)
+        assert moved.value >= refined.value * (1 - 1e-12)
+        for (n, _, _), mem in zip(moved.meshes, moved.members, strict=True):
+            assert sum(m[2] for m in mem) <= 120
+            assert not mem or est.fits(n, [m[0] for m in mem])
+    assert tried >= 5
+
+
+def test_decomposition_at_scale_places_everyone() -> None:
+    from muxserve.placement.workload_spec import powerlaw_demands
+
+    sizes = ["llama-7b"] * 30 + ["llama-13b"] * 10 + ["llama-30b"] * 6 + ["llama-65b"] * 2
+    w = Workload(powerlaw_demands(sizes, 0.9, 60.0, 161, 338), Cluster.parse("8x8xa100-80g"))
+    cfg = PlannerConfig(full_enumeration_limit=0)
+    pl = plan(w, CM, config=cfg)
+    assert sorted(pl.model_names) == sorted(m.name for m in w.models)
+    assert limit_violations(pl, w, CM, config=cfg) == []
+    assert {u.node for u in pl.units} == set(range(8))
+
+
+def test_spatial_chatlmsys_one_model_per_mesh_full_devices() -> None:
+    w = read_workload(sorted(CHATLMSYS.glob("*condense2000*.yaml"))[0])
+    pl = plan(w, CM, policy="spatial")
+    assert pl.num_devices_used == 32 and len(pl.units) == 16
+    assert all(len(u.models) == 1 for u in pl.units)
+    assert all((u.models[0].prefill_share_pct, u.models[0].decode_share_pct) == (100, 100)
+               for u in pl.units)
+    # memory minimums on A100-80GB: 30B needs 2 devices, 65B needs 4
+    for u in pl.units:
+        arch = w.by_name()[u.models[0].name].arch.name
+        assert u.num_gpus >= {"llama-7b": 1, "llama-13b": 1, "llama-30b": 2, "llama-65b": 4}[arch]
