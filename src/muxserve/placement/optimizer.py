@@ -5,15 +5,19 @@
 2. Groupings: a multiset of node patterns (nodes are interchangeable, so order does not
    matter), reduced to its multiset of mesh sizes (the greedy below only sees sizes, so two
    node combinations with the same mesh sizes give the same result and are evaluated once).
-   Groupings with more meshes than models, or whose largest mesh fits no copy of the largest
-   model, are dropped.
+   Groupings with more meshes than models, or whose largest mesh is smaller than the largest
+   minimum mesh some model needs, are dropped.
 3. Greedy per grouping: models by computation requirement (rate x parameters), largest first;
    each goes to the mesh where it adds the most estimated value (rate x served throughput),
    subject to memory (weights + overheads + KV reserve) and the decode-share budget; ties go to
    the smaller mesh. Meshes in the same state (size, members) are evaluated once.
-4. The grouping with the best objective wins.
+   Each grouping runs twice: equal gains then go either to the mesh keeping more headroom
+   (spreads light models) or to the first such mesh (packs them, as the original does).
+4. Each result spends leftover decode-share budget (local_search.refine_shares); the grouping
+   with the best objective wins (equal objectives: more headroom); single-model moves between
+   meshes then polish it (local_search.improve_moves).
 
-When the number of groupings exceeds ``full_enumeration_limit`` (about 5 nodes of 8), the
+When the number of groupings exceeds ``full_enumeration_limit`` (from 6 nodes of 8), the
 search decomposes: models are spread over nodes by longest-processing-time on their device
 need (compute and memory), then each node is optimised alone over its own patterns. See
 docs/notes/placement.md.
