@@ -41,7 +41,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "mfu": (0.05, 1.0), "mfu_decode": (0.05, 1.0), "bw_eff": (0.05, 1.0), "gamma": (0.2, 1.5),
     "s_sat": (0.05, 1.0), "smooth_k": (1.0, 30.0), "overhead_prefill_ms": (1e-3, 50.0),
     "overhead_decode_ms": (1e-3, 50.0),
-    "ar_latency_ms": (1e-4, 1.0), "link_bw_bps": (1e9, 2e12),
+    "ar_latency_ms": (1e-4, 1.0), "tp_step_ms": (1e-3, 50.0), "link_bw_bps": (1e9, 2e12),
 }
 
 
@@ -154,11 +154,13 @@ def _model_errors(cm: CostModel, table: ProfileTable, models: Sequence[str]
 
 
 def transfer_errors(table: ProfileTable, known: Sequence[str], held: Sequence[str],
-                    device: str = "a100-80g") -> dict[str, list[float]]:
+                    device: str = "a100-80g", params: RooflineParams | None = None
+                    ) -> dict[str, list[float]]:
     """Errors of a ProfileCostModel that holds only ``known`` models' entries when it prices
-    the ``held`` models' measured entries (by roofline-ratio transfer)."""
+    the ``held`` models' measured entries (by roofline-ratio transfer with ``params``)."""
     sub = ProfileTable([e for e in table.entries() if e.model in known], drop_outliers=True)
-    return _model_errors(ProfileCostModel(sub, device), table, held)
+    cm = ProfileCostModel(sub, device, transfer=RooflineCostModel(device, params))
+    return _model_errors(cm, table, held)
 
 
 def summarize(errs: list[float]) -> tuple[float, float]:
@@ -190,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for phase, errs in relative_errors(cm, table, models).items():
             med, p90 = summarize(errs)
             print(f"| {name} | {phase} | {len(errs)} | {med:.1%} | {p90:.1%} |")
-    for phase, errs in transfer_errors(table, train, held, args.device).items():
+    for phase, errs in transfer_errors(table, train, held, args.device, p).items():
         med, p90 = summarize(errs)
         print(f"| profile transfer {'+'.join(train)} -> {'+'.join(held)} | {phase} | "
               f"{len(errs)} | {med:.1%} | {p90:.1%} |")

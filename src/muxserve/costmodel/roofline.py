@@ -8,6 +8,7 @@ One job's latency on a compute share s of each of ``tp`` devices::
     memory   = bytes / tp / (bandwidth * bw_eff * f_m(s))       f_m(s) = min(1, s / s_sat)
     all_reduce = 2 per layer x (ar_latency * log2(tp) + payload / link_bw)   (0 when tp = 1)
     payload    = tokens * hidden * dtype_bytes * 2 (tp - 1) / tp             (ring all-reduce)
+    (+ tp_step * log2(tp) per job: the host cost of driving tp workers each step)
     overhead = overhead_{prefill|decode}   (host-side work of one step; per-layer and per-sequence
                terms were tried and fitted to zero on the A100 profile)
 
@@ -49,6 +50,7 @@ class RooflineParams:
     overhead_prefill_ms: float = 2.0
     overhead_decode_ms: float = 1.0
     ar_latency_ms: float = 0.05  # per all-reduce, times log2(tp)
+    tp_step_ms: float = 1.0  # per job, times log2(tp): driving tp workers each step
     link_bw_bps: float = 130e9  # all-reduce bus bandwidth
 
     def to_dict(self) -> dict[str, float]:
@@ -58,11 +60,11 @@ class RooflineParams:
 # Fitted on the A100 profile (llama-7b and llama-30b, every TP degree, share, batch, length) by
 #   .venv/bin/python -m muxserve.costmodel.calibrate
 # See benchmarks/results/costmodel.md for the fit and the held-out errors (llama-13b, llama-65b).
-# Result (2026-11-25): held-out median/p90 relative error: prefill 9.0%/20.6%, decode 7.0%/19.2%.
+# Result (2026-11-25): held-out median/p90 relative error: prefill 8.9%/20.0%, decode 6.0%/16.1%.
 A100_CALIBRATED = RooflineParams(
-    mfu=0.6369, mfu_decode=0.4301, bw_eff=0.7654, gamma=0.8839, s_sat=0.4219, smooth_k=1.807,
-    overhead_prefill_ms=7.062, overhead_decode_ms=4.53, ar_latency_ms=0.04042,
-    link_bw_bps=94790000000.0)
+    mfu=0.6324, mfu_decode=0.4265, bw_eff=0.6768, gamma=0.886, s_sat=0.3776, smooth_k=1.841,
+    overhead_prefill_ms=6.215, overhead_decode_ms=3.5, ar_latency_ms=0.0236, tp_step_ms=1.458,
+    link_bw_bps=96850000000.0)
 
 # Constants per device preset; devices not listed use the A100 fit (efficiencies transfer
 # roughly across NVIDIA parts; for the CPU they are a placeholder until a CPU profile is fitted).
@@ -116,7 +118,8 @@ def job_ms(shape: JobShape, share: Any, tp: Any, log2_tp: Any, device: DeviceSpe
     k = p.smooth_k
     body = (compute**k + memory**k) ** (1.0 / k)
     payload = shape.tokens * shape.hidden * dtype_bytes * 2.0 * (tp - 1) / tp
-    comm = 2 * shape.num_layers * (p.ar_latency_ms * log2_tp + payload / p.link_bw_bps * 1e3)
+    comm = (2 * shape.num_layers * (p.ar_latency_ms * log2_tp + payload / p.link_bw_bps * 1e3)
+            + p.tp_step_ms * log2_tp)
     return overhead_ms + body + comm
 
 
