@@ -73,3 +73,14 @@ def test_empty_and_max_rate_meeting() -> None:
     assert res["throughput_rps"] == 0.0 and res["latency_s"]["p50"] is None
     assert max_rate_meeting([(1.0, 0.99), (2.0, 0.95), (3.0, 0.5)]) == 2.0
     assert max_rate_meeting([(1.0, 0.5)]) is None
+
+
+def test_window_throughput_counts_finishes_inside() -> None:
+    # finishes at 2, 5, 3: inside [1, 4] are 2 and 3 -> 2 requests / 3 s
+    res = build_result(RECORDS, "x", window_s=(1.0, 4.0))
+    assert res["throughput_rps"] == pytest.approx(2 / 3)
+    assert res["token_throughput_tps"] == pytest.approx((5 + 1) / 3)
+    assert res["per_model"]["a"]["throughput_rps"] == pytest.approx(1 / 3)
+    assert res["window_s"] == [1.0, 4.0]
+    with pytest.raises(ValueError, match="window_s"):
+        build_result(RECORDS, "x", window_s=(4.0, 1.0))

@@ -55,6 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--lengths", default="sharegpt", help="sharegpt | fixed:PROMPT,OUTPUT")
     p.add_argument("--duration-s", type=float, default=60.0, help="arrival window (s)")
     p.add_argument("--max-sim-s", type=float, help="stop the clock here (default: drain)")
+    p.add_argument("--window", help="START,END seconds: throughput = requests finished in this "
+                   "window / its width (steady state; default: finished / whole span)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cost-model", default="profile", choices=COST_MODEL_KINDS)
     p.add_argument("--slo-scale", default="5", help="comma list; the first is the headline")
@@ -146,9 +148,23 @@ def run_one(args: argparse.Namespace, w: Workload, policy: str, alpha: float | N
              "cost_model": args.cost_model, "placement_policy": pl.policy,
              "units": [{"num_devices": u.num_devices, "models": [m.name for m in u.models]}
                        for u in units]}
+    window = parse_window(args.window)
     with _progress(progress, f"{policy}", args.max_sim_s or args.duration_s) as tick:
         return simulate(units, cost, trace, policy, slo_scales=slo_scales, rates_rps=rates,
-                        max_sim_s=args.max_sim_s, progress=tick, extra=extra)
+                        max_sim_s=args.max_sim_s, window_s=window, progress=tick, extra=extra)
+
+
+def parse_window(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    try:
+        start, end = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"bad --window {text!r}; expected START,END seconds like 10,60"
+                         ) from None
+    if end <= start:
+        raise ValueError(f"bad --window {text!r}: END must be > START")
+    return start, end
 
 
 class _progress:

@@ -31,7 +31,8 @@ def simulate(units: Sequence[SimUnit], cost_model: CostModel, trace: Sequence[Tr
              policy: str, *, scheduler: SchedulerConfig | None = None,
              slo_scales: Sequence[float] = (5.0,), rates_rps: Mapping[str, float] | None = None,
              max_sim_s: float | None = None, ttft_slo_s: float | None = None,
-             tpot_slo_s: float | None = None, record_log: bool = False,
+             tpot_slo_s: float | None = None, window_s: tuple[float, float] | None = None,
+             record_log: bool = False,
              progress: Callable[[float], None] | None = None,
              extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run ``trace`` on ``units`` with scheduling ``policy``; return build_result's dict plus a
@@ -55,5 +56,5 @@ def simulate(units: Sequence[SimUnit], cost_model: CostModel, trace: Sequence[Tr
     if res.log_digest:
         info["event_log_digest"] = res.log_digest
     return build_result(res.records, policy, slo_scales=slo_scales, rates_rps=rates_rps,
-                        ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s,
+                        ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, window_s=window_s,
                         extra={"sim": info, **(extra or {})})

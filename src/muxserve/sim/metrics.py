@@ -8,7 +8,9 @@ Definitions:
   over all requests for the total and over the model's own requests per model (so a model that
   keeps up reports about its rate even when another model's backlog drains for long after).
   The rate-weighted throughput is the mean of per-model throughput weighted by each model's
-  rate (MuxServe's plotted number).
+  rate (MuxServe's plotted number). With ``window_s=(start, end)`` throughput instead counts
+  the requests that finished inside the window, divided by its width: a steady-state rate for
+  short runs, where one long request's tail would otherwise set the span of everything.
 - SLO attainment (MuxServe): a request meets the SLO when it finished and its end-to-end latency
   <= scale x its baseline, the single-device batch-1 latency (per request when the record carries
   one, else the model's value from ``slo_baseline_s``). Unfinished requests miss the SLO.
@@ -88,9 +90,14 @@ def _span(a: _Arrays) -> float:
 
 
 def _summary(a: _Arrays, span_s: float, slo_scales: Sequence[float],
-             ttft_slo_s: float | None, tpot_slo_s: float | None) -> dict[str, Any]:
+             ttft_slo_s: float | None, tpot_slo_s: float | None,
+             window_s: tuple[float, float] | None = None) -> dict[str, Any]:
     done = ~np.isnan(a.finish)
     n_done = int(done.sum())
+    counted, per_s = done, span_s
+    if window_s is not None:
+        counted = done & (a.finish >= window_s[0]) & (a.finish <= window_s[1])
+        per_s = window_s[1] - window_s[0]
     latency = (a.finish - a.arrival)[done]
     ttft = (a.first - a.arrival)[~np.isnan(a.first)]
     multi = done & (a.output > 1)
@@ -108,8 +115,8 @@ def _summary(a: _Arrays, span_s: float, slo_scales: Sequence[float],
         "span_s": span_s,
         "num_requests": n,
         "num_finished": n_done,
-        "throughput_rps": n_done / span_s if span_s > 0 else 0.0,
-        "token_throughput_tps": float(a.output[done].sum()) / span_s if span_s > 0 else 0.0,
+        "throughput_rps": int(counted.sum()) / per_s if per_s > 0 else 0.0,
+        "token_throughput_tps": float(a.output[counted].sum()) / per_s if per_s > 0 else 0.0,
         "slo_attainment": {"scale": slo_scales[0] if slo_scales else None,
                            "attainment": attainment.get(str(slo_scales[0])) if slo_scales
                            else None,
@@ -135,6 +142,7 @@ def build_result(records: Sequence[RequestRecord], policy: str, *,
                  rates_rps: Mapping[str, float] | None = None,
                  span_s: float | None = None,
                  ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
+                 window_s: tuple[float, float] | None = None,
                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The JSON result of one run: totals at the top level, the same fields per model.
 
@@ -143,18 +151,20 @@ def build_result(records: Sequence[RequestRecord], policy: str, *,
     num_requests, num_finished, span_s, [goodput_rps, ttft_tpot_attainment], per_model, and any
     ``extra`` keys. rates_rps weights the rate-weighted mean (default: observed arrival counts).
     """
+    if window_s is not None and not window_s[1] > window_s[0]:
+        raise ValueError(f"window_s must be (start, end) with end > start, got {window_s}")
     if not slo_scales or any(s <= 0 for s in slo_scales):
         raise ValueError(f"slo_scales must be positive numbers, got {list(slo_scales)}")
     a = _Arrays(records, slo_baseline_s)
     fixed_span = span_s
     span_s = _span(a) if fixed_span is None else fixed_span
-    total = _summary(a, span_s, slo_scales, ttft_slo_s, tpot_slo_s)
+    total = _summary(a, span_s, slo_scales, ttft_slo_s, tpot_slo_s, window_s)
     models = list(rates_rps) if rates_rps else list(dict.fromkeys(a.model.tolist()))
     per_model = {}
     for m in models:
         am = a.select(a.model == m)
         per_model[m] = _summary(am, _span(am) if fixed_span is None else fixed_span,
-                                slo_scales, ttft_slo_s, tpot_slo_s)
+                                slo_scales, ttft_slo_s, tpot_slo_s, window_s)
     weights = {m: (rates_rps[m] if rates_rps else per_model[m]["num_requests"]) for m in models}
     wsum = sum(weights.values())
     rw = (sum(weights[m] * per_model[m]["throughput_rps"] for m in models) / wsum
@@ -171,6 +181,7 @@ def build_result(records: Sequence[RequestRecord], policy: str, *,
         "num_requests": total["num_requests"],
         "num_finished": total["num_finished"],
         "span_s": span_s,
+        "window_s": list(window_s) if window_s is not None else None,
     }
     for k in ("goodput_rps", "ttft_tpot_attainment"):
         if k in total:
