@@ -25,10 +25,12 @@ DEVICE_PRESETS: dict[str, DeviceSpec] = {
     "h100-80g": DeviceSpec("h100-80g", 80 * GIB, 132, 989e12, 3.35e12),
     "h200": DeviceSpec("h200", 141 * GIB, 132, 989e12, 4.8e12),
     "l40s": DeviceSpec("l40s", 48 * GIB, 142, 362e12, 0.864e12),
-    # This machine (2-core x86_64 Xeon, 24 GiB), MEASURED, not guessed: fp32 numpy matmul FLOP/s
-    # (no bf16 BLAS on CPU) and copy bandwidth (read + write bytes), best of 5, while shared:
-    #   .venv/bin/python benchmarks/measure_cpu.py   (2026-11-25: 53.0 GFLOP/s, 9.52 GB/s)
-    "cpu-2core": DeviceSpec("cpu-2core", 24 * GIB, 2, 53.0e9, 9.52e9, kind="cpu"),
+    # This machine (2-core x86_64 Xeon, 2.6 GHz, AVX-512 + AMX, 24 GiB), MEASURED, not guessed:
+    # fp32 numpy matmul FLOP/s with 2 BLAS threads (numpy has no bf16 matmul) and copy bandwidth
+    # of 2 processes (read + write bytes); best over 3 runs (--repeats 5, 10, 10) of
+    #   .venv/bin/python benchmarks/measure_cpu.py --repeats 10       (2026-11-25, 13:50-13:57 UTC)
+    # while the 2 cores were shared (load ~5-7), so both are lower bounds of an idle machine.
+    "cpu-2core": DeviceSpec("cpu-2core", 24 * GIB, 2, 68.3e9, 13.54e9, kind="cpu"),
 }
 
 
