@@ -180,3 +180,21 @@ def test_sequence_of_sources_serves_them_under_their_own_names() -> None:
     llm = MultiModelLLM([LLAMA], num_blocks=50, block_numel=BLOCK_NUMEL, dtype="bfloat16")
     [out] = llm.generate([GenerationRequest(LLAMA, "abc", greedy(3))])
     assert out.model == LLAMA and len(out.token_ids) == 3
+
+
+def test_generation_stops_at_the_context_window(llm: MultiModelLLM) -> None:
+    out = alone(llm, GenerationRequest("llama", prompt(4, 250), greedy(20)))
+    assert len(out.token_ids) == 6 and out.finish_reason == "length"  # 250 + 6 = 256 tokens
+    assert_clean(llm)
+
+
+@pytest.mark.slow
+def test_real_models_share_one_pool_and_match_their_solo_runs() -> None:
+    llm = MultiModelLLM(["smollm2-135m", "gemma3-270m"], kv_pool_bytes=64 * 2**20)
+    texts = ["The capital of France is", "def fibonacci(n):"]
+    reqs = [GenerationRequest(m, t, greedy(6)) for t in texts
+            for m in ("smollm2-135m", "gemma3-270m")]
+    together = llm.generate(reqs)
+    assert [o.token_ids for o in together] == [alone(llm, r).token_ids for r in reqs]
+    assert "Paris" in together[0].text
+    assert_clean(llm)
