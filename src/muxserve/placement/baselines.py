@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 from muxserve.config.devices import Cluster
 from muxserve.placement.estimator import Estimator, Member
-from muxserve.placement.optimizer import Mesh, check_fits_somewhere
+from muxserve.placement.local_search import Mesh
+from muxserve.placement.optimizer import check_fits_somewhere
 
 
 def pack(sizes: Sequence[int], cluster: Cluster) -> list[tuple[int, int]] | None:
@@ -44,14 +45,14 @@ def _sizes_ok(est: Estimator, i: int, per_node: int) -> list[int]:
 def _comfortable(est: Estimator, i: int, ok: list[int]) -> int:
     kind = est.kind_of[i]
     for n in ok:
-        w = est.mem(kind, n)[0]  # type: ignore[index]
+        w = est.weight_dev(kind, n)
         if est.kv_free_bytes(n, [i]) >= est.cfg.spatial_kv_to_weight * w:
             return n
     return ok[-1]
 
 
 def _alone_tpt(est: Estimator, i: int, n: int) -> float:
-    seq = est.mem(est.kind_of[i], n)[1]  # type: ignore[index]
+    seq = est.seq_kv(est.kind_of[i], n)
     bmax = min(est.cfg.max_batch, int(est.kv_free_bytes(n, [i]) // seq))
     return est.alone_batch(i, n, 100, 100, bmax)[1]
 
@@ -115,5 +116,5 @@ def spatial_units(est: Estimator, cluster: Cluster) -> tuple[list[Mesh], list[tu
     assert layout is not None
     cap = est.cfg.max_batch
     meshes = [(size[i], node, dev) for i, (node, dev) in zip(ids, layout, strict=True)]
-    members = [((i, 100, 100, cap),) for i in ids]
+    members: list[tuple[Member, ...]] = [((i, 100, 100, cap),) for i in ids]
     return meshes, members

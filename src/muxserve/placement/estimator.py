@@ -167,6 +167,18 @@ class Estimator:
                 self._mem[key] = None
         return self._mem[key]
 
+    def weight_dev(self, kind: int, n: int) -> float:
+        """Weight bytes per device; only for (kind, n) the cost model supports."""
+        m = self.mem(kind, n)
+        assert m is not None, f"{self.kinds[kind][0].name} at TP {n} is not supported"
+        return m[0]
+
+    def seq_kv(self, kind: int, n: int) -> float:
+        """KV bytes per device of one average sequence; only for supported (kind, n)."""
+        m = self.mem(kind, n)
+        assert m is not None, f"{self.kinds[kind][0].name} at TP {n} is not supported"
+        return m[1]
+
     # ---- memory -------------------------------------------------------------------------------
     def kv_free_bytes(self, n: int, model_ids: Sequence[int]) -> float:
         """Per-device bytes left for KV after weights and per-model overheads (may be < 0)."""
@@ -190,7 +202,7 @@ class Estimator:
         free = self.kv_free_bytes(n, model_ids)
         if free == -math.inf:
             return False
-        reserve = sum(self.cfg.kv_reserve_seqs * self.mem(self.kind_of[i], n)[1]  # type: ignore[index]
+        reserve = sum(self.cfg.kv_reserve_seqs * self.seq_kv(self.kind_of[i], n)
                       for i in model_ids)
         return free >= reserve
 
@@ -198,7 +210,7 @@ class Estimator:
         """ADBS's initial quotas: each model's reserve, then the rest in proportion to
         rate x KV bytes per token. Returns (free bytes per device, per-model fractions)."""
         free = max(0.0, self.kv_free_bytes(n, model_ids))
-        seq = [self.mem(self.kind_of[i], n)[1] for i in model_ids]  # type: ignore[index]
+        seq = [self.seq_kv(self.kind_of[i], n) for i in model_ids]
         reserve = [min(self.cfg.kv_reserve_seqs * s, free / len(seq)) for s in seq]
         rest = max(0.0, free - sum(reserve))
         w = [self.rates[i] * s + 1e-12 * s for i, s in zip(model_ids, seq, strict=True)]
@@ -263,7 +275,7 @@ class Estimator:
         if self.mem(kind, n) is None or not self.fits(n, [i]):
             return None
         free = self.kv_free_bytes(n, [i])
-        bmax = min(self.cfg.max_batch, int(free // self.mem(kind, n)[1]))  # type: ignore[index]
+        bmax = min(self.cfg.max_batch, int(free // self.seq_kv(kind, n)))
         p = self.prefill_share(kind, n)
         best: Candidate | None = None
         for d in sorted(self.cfg.decode_shares_pct):
@@ -305,7 +317,7 @@ class Estimator:
         ids = [m[0] for m in members]
         free, fracs = self.kv_split(n, ids)
         rates = [self.rates[i] for i in ids]
-        bmax = [min(m[3], int(free * f // self.mem(self.kind_of[m[0]], n)[1]))  # type: ignore[index]
+        bmax = [min(m[3], int(free * f // self.seq_kv(self.kind_of[m[0]], n)))
                 for m, f in zip(members, fracs, strict=True)]
         batches = [self.alone_batch(m[0], n, m[1], m[2], b)[0]
                    for m, b in zip(members, bmax, strict=True)]

@@ -211,7 +211,7 @@ def footprint(est: Estimator, i: int) -> float:
     n = est.min_mesh(i)
     if n is None:
         return math.inf
-    w, seq = est.mem(est.kind_of[i], n)  # type: ignore[misc]
+    w, seq = est.weight_dev(est.kind_of[i], n), est.seq_kv(est.kind_of[i], n)
     return n * (w + est.overhead_bytes + est.cfg.kv_reserve_seqs * seq)
 
 

@@ -247,7 +247,7 @@ def placement_to_dict(pl: Placement) -> dict[str, Any]:
     return d
 
 
-class _FlowListDumper(yaml.SafeDumper):
+class _FlowListDumper(yaml.SafeDumper):  # type: ignore[misc]  # yaml has no stubs here
     """Short lists of scalars ([90, 60], [0, 1]) on one line; everything else block style."""
 
 
@@ -260,7 +260,7 @@ _FlowListDumper.add_representer(list, _repr_list)
 
 
 def placement_to_yaml(pl: Placement) -> str:
-    return yaml.dump(placement_to_dict(pl), Dumper=_FlowListDumper, sort_keys=False)
+    return str(yaml.dump(placement_to_dict(pl), Dumper=_FlowListDumper, sort_keys=False))
 
 
 def write_placement(pl: Placement, path: str | Path) -> None:

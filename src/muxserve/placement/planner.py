@@ -13,7 +13,8 @@ from muxserve.config.devices import Cluster
 from muxserve.costmodel.base import CostModel
 from muxserve.placement.baselines import spatial_units
 from muxserve.placement.estimator import Estimator, Member, PlannerConfig
-from muxserve.placement.optimizer import Mesh, search
+from muxserve.placement.local_search import Mesh
+from muxserve.placement.optimizer import search
 from muxserve.placement.schema import (
     POLICIES,
     ModelPlacement,
