@@ -163,6 +163,8 @@ def test_bad_inputs_name_the_value(a100: ProfileCostModel) -> None:
         get_cost_model("profile", "h100-80g")
     with pytest.raises(ValueError, match="valid: profile, roofline"):
         get_cost_model("magic")
+    with pytest.raises(ValueError, match="does not exist"):
+        get_cost_model("profile", profile_path="/nonexistent/profile.json")
 
 
 def test_single_point_axes_and_holes() -> None:

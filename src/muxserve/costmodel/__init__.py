@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from muxserve.config.devices import DeviceSpec, get_device
@@ -17,6 +18,13 @@ from muxserve.costmodel.roofline import A100_CALIBRATED, RooflineCostModel, Roof
 
 COST_MODEL_KINDS = ("profile", "roofline")
 PROFILED_DEVICES = ("a100-80g",)  # devices with a shipped profile table
+
+
+@lru_cache(maxsize=8)
+def _cached_table(path: str, mtime_ns: int) -> ProfileTable:
+    """Tables are read-only after loading, so cost models built by name share one per file
+    version (the modification time is in the key, so a rewritten file is read again)."""
+    return load_profile(path, drop_outliers=True)
 
 
 def get_cost_model(kind: str, device: DeviceSpec | str = "a100-80g",
@@ -38,7 +46,10 @@ def get_cost_model(kind: str, device: DeviceSpec | str = "a100-80g",
                     f"{', '.join(PROFILED_DEVICES)}); pass a profile file written by "
                     f"`muxserve profile`, or use the roofline cost model")
             profile_path = default_profile_path()
-        return ProfileCostModel(profile_path, device=dev)
+        path = Path(profile_path).resolve()
+        if not path.is_file():
+            raise ValueError(f"profile file {str(profile_path)!r} does not exist")
+        return ProfileCostModel(_cached_table(str(path), path.stat().st_mtime_ns), device=dev)
     raise ValueError(f"unknown cost model {kind!r}; valid: {', '.join(COST_MODEL_KINDS)}")
 
 
