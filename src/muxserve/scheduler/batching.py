@@ -1,10 +1,10 @@
-"""Batch builders: which requests one prefill or decode job of one model takes. They allocate KV
-blocks for what they take (and preempt for decode), so a returned batch is ready to run."""
+"""The prefill batch builder: which waiting requests one prefill job of one model takes. It
+allocates their KV blocks, so a returned batch is ready to run. (Decode batches: DecodeGroup.)"""
 
 from __future__ import annotations
 
 from muxserve.kvcache.block_manager import BlockManager
-from muxserve.scheduler.state import ReqState, RequestTable, Status
+from muxserve.scheduler.state import ReqState, RequestTable
 
 
 def prefill_ready(table: RequestTable, bm: BlockManager, model_id: int, seq_cap: int) -> bool:
@@ -37,45 +37,3 @@ def build_prefill(table: RequestTable, bm: BlockManager, model_id: int, token_ca
         batch.append(st)
         tokens += n
     return batch
-
-
-def preempt(table: RequestTable, bm: BlockManager, st: ReqState) -> None:
-    """Free a request's blocks and requeue it; its next prefill recomputes prompt + generated."""
-    bm.free(st.req_id)
-    table.deactivate(st)
-    table.enqueue(st)
-    st.num_preemptions += 1
-
-
-def build_decode(table: RequestTable, bm: BlockManager,
-                 model_id: int) -> tuple[list[ReqState], list[ReqState]]:
-    """One decode step over all of the model's idle running requests, oldest first.
-
-    Appends the slot of each request's newest token. When the pool has no block for it, the
-    newest requests of the batch are preempted (vLLM/MuxServe recompute), the request itself
-    last. Requests inside a running job are never victims: their job still writes their blocks.
-    Returns (batch, preempted).
-    """
-    pending = table.idle_running(model_id)
-    if bm.append_batch([st.req_id for st in pending]):  # the common case: everything fits
-        for st in pending:
-            st.status = Status.DECODING
-        return pending, []
-    batch: list[ReqState] = []
-    preempted: list[ReqState] = []
-    i = 0
-    while i < len(pending):
-        st = pending[i]
-        while not bm.can_append(st.req_id) and len(pending) > i + 1:
-            victim = pending.pop()
-            preempt(table, bm, victim)
-            preempted.append(victim)
-        if bm.can_append(st.req_id):
-            bm.append(st.req_id)
-            batch.append(st)
-            st.status = Status.DECODING
-        else:
-            preempt(table, bm, st)
-            preempted.append(st)
-        i += 1
-    return batch, preempted

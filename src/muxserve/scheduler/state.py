@@ -13,19 +13,24 @@ from muxserve.scheduler.api import Request
 class Status(Enum):
     WAITING = "waiting"  # no KV blocks; needs a (re-)prefill
     PREFILLING = "prefilling"  # in a running prefill job
-    RUNNING = "running"  # holds blocks, ready for its next decode step
-    DECODING = "decoding"  # in a running decode job
+    RUNNING = "running"  # prefilled, holds blocks: in its model's DecodeGroup
 
 
 @dataclass(eq=False, slots=True)
 class ReqState:
     req: Request
-    generated: int = 0  # tokens generated so far (kept across preemptions)
+    generated: int = 0  # tokens generated so far (kept across preemptions); see DecodeGroup
     status: Status = Status.WAITING
     aborted: bool = False  # abort() came while it was in a running job
     num_preemptions: int = 0
     req_id: int = field(init=False)  # copies of req's fields: read on every token
     max_output_tokens: int = field(init=False)
+    # DecodeGroup bookkeeping (valid while in_group): generated = gen_base + steps - step_base;
+    # kv_cap = tokens its block table rows hold
+    in_group: bool = False
+    gen_base: int = 0
+    step_base: int = 0
+    kv_cap: int = 0
 
     def __post_init__(self) -> None:
         self.req_id = self.req.req_id
@@ -82,14 +87,3 @@ class RequestTable:
 
     def forget(self, st: ReqState) -> None:
         del self.states[st.req_id]
-
-    def idle_running(self, model_id: int) -> list[ReqState]:
-        """Requests ready for a decode step, oldest admission first."""
-        return [s for s in self.active[model_id].values() if s.status is Status.RUNNING]
-
-    def oldest_pending_key(self, model_id: int) -> tuple[float, int] | None:
-        """FCFS key of the model's oldest request that waits for a job (prefill or decode)."""
-        keys = [s.key for s in self.idle_running(model_id)]
-        if self.waiting[model_id]:
-            keys.append(self.waiting[model_id][0].key)
-        return min(keys) if keys else None

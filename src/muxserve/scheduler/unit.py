@@ -1,11 +1,12 @@
 """UnitScheduler: one unit's scheduler, shared by the real engine and the simulator.
 
 It composes small parts: a RequestTable (queues), a QuotaManager (KV quotas -> sequence caps),
-the batch builders (prefill FCFS fill, decode step with preemption), a ComputeLedger (10% parts,
-bounded oversubscription) and a policy round from POLICY_SPECS. It owns the KV blocks of its
-requests through the BlockManager: blocks for a prompt are allocated when its prefill job is
-scheduled, one token slot is appended per request when a decode job is scheduled, and blocks are
-freed when a request finishes, is aborted or is preempted.
+the prefill batch builder (FCFS fill), one DecodeGroup per model (lockstep decode steps with
+preemption), a ComputeLedger (10% parts, bounded oversubscription) and a policy round from
+POLICY_SPECS. It owns the KV blocks of its requests through the BlockManager: blocks for a prompt
+are allocated when its prefill job is scheduled, a decode job's block tables have room for the
+token it writes when it starts, and blocks are freed when a request finishes, is aborted or is
+preempted.
 
 Block accounting, for the executor: a request that generated n tokens holds prompt + n - 1 KV
 tokens between jobs (its newest token is not yet written); a decode job writes that token, so
@@ -26,8 +27,9 @@ from muxserve.scheduler.api import (
     StepEvents,
     UnitModel,
 )
-from muxserve.scheduler.batching import build_decode, build_prefill, prefill_ready
+from muxserve.scheduler.batching import build_prefill, prefill_ready
 from muxserve.scheduler.compute import ComputeLedger
+from muxserve.scheduler.decode_group import DecodeGroup
 from muxserve.scheduler.policy import POLICY_SPECS, capacity_parts, job_shares
 from muxserve.scheduler.quota import QuotaManager
 from muxserve.scheduler.state import ReqState, RequestTable, Status
@@ -63,7 +65,11 @@ class UnitScheduler:
         self._rr: dict[str, int] = {}
         self._next_job_id = 0
         self._last_end_s: dict[int, float] = {}
-        self._batches: dict[int, list[ReqState]] = {}  # job_id -> its requests' states
+        self._batches: dict[int, list[ReqState]] = {}  # prefill job_id -> its requests
+        self.groups = {m: DecodeGroup(m, block_manager.layout(m).tokens_per_block,
+                                      block_manager.layout(m).blocks_per_token_block)
+                       for m in ids}
+        self._decode_aborts: dict[int, list[ReqState]] = {m: [] for m in ids}
         self._preempted: list[int] = []
         self.num_preemptions = 0
 
@@ -85,17 +91,18 @@ class UnitScheduler:
         """Drop a request. Unknown or already finished ids are ignored (abort races finish).
         A request inside a running job keeps its blocks until that job's update()."""
         st = self.table.states.get(req_id)
-        if st is None:
+        if st is None or st.aborted:
             return
-        if st.status in (Status.PREFILLING, Status.DECODING):
+        group = self.groups[st.req.model_id]
+        if st.status is Status.PREFILLING or st.in_group and group.in_flight:
             st.aborted = True
-            return
-        if st.status is Status.WAITING:
+            if st.in_group:
+                self._decode_aborts[st.req.model_id].append(st)
+        elif st.status is Status.WAITING:
             self.table.waiting[st.req.model_id].remove(st)
+            self.table.forget(st)
         else:
-            self.bm.free(req_id)
-            self.table.deactivate(st)
-        self.table.forget(st)
+            self._drop(st)
 
     # ---- scheduling -----------------------------------------------------------------------
     def schedule(self, now_s: float) -> list[Job]:
@@ -128,10 +135,18 @@ class UnitScheduler:
         over jobs, so a model that just ran queues behind the others)."""
         keyed = []
         for m in self._order:
-            key = self.table.oldest_pending_key(m)
+            key = self._oldest_pending_key(m)
             if key is not None:
                 keyed.append((max(key[0], self._last_end_s.get(m, key[0])), key, m))
         return [m for *_, m in sorted(keyed)]
+
+    def _oldest_pending_key(self, m: int) -> tuple[float, int] | None:
+        # O(1): the head of each queue (admission and joining are FCFS, so heads are oldest)
+        group, waiting = self.groups[m], self.table.waiting[m]
+        heads = [q[0].key for q in (waiting, group.joiners) if q]
+        if group.members and not group.in_flight:
+            heads.append(next(iter(group.members.values())).key)
+        return min(heads) if heads else None
 
     def prefill_starved(self) -> bool:
         """A prefill could start but for compute, and no prefill runs: hold decodes back."""
@@ -142,7 +157,8 @@ class UnitScheduler:
 
     def _try_start(self, m: int, phase: Phase) -> Job | None:
         prefill = phase is Phase.PREFILL
-        if prefill and not self.table.waiting[m] or not self.table.active[m] and not prefill:
+        group = self.groups[m]
+        if not self.table.waiting[m] if prefill else not (group.members or group.joiners):
             return None  # nothing to do: the cheap check first, this runs per model per round
         share = self._shares[(m, phase)]
         if not self.ledger.can_start(m, phase, share):
@@ -150,25 +166,35 @@ class UnitScheduler:
         if prefill:
             batch = build_prefill(self.table, self.bm, m, self.config.prefill_token_cap,
                                   self.quota.seq_cap(m))
-            tokens = sum([st.prefill_tokens for st in batch])
-            context = tokens
+            if not batch:
+                return None
+            req_ids = tuple([st.req_id for st in batch])
+            tokens = context = sum([st.prefill_tokens for st in batch])
         else:
-            batch, preempted = build_decode(self.table, self.bm, m)
+            preempted = group.start_step(self.bm, self._preempt)
             if preempted:
                 self._preempted.extend(st.req_id for st in preempted)
                 self.num_preemptions += len(preempted)
-            tokens = len(batch)
-            # KV tokens once this step's slot is appended: prompt + generated for each
-            context = sum([st.generated for st in batch]) + sum(
-                [st.req.prompt_tokens for st in batch])
-        if not batch:
-            return None
-        job = Job(self._next_job_id, m, phase, tuple([st.req_id for st in batch]), tokens,
-                  context, share)
+            if not group.members:
+                return None
+            req_ids = tuple(group.members)
+            tokens, context = len(req_ids), group.context_tokens()
+            group.in_flight = True
+        job = Job(self._next_job_id, m, phase, req_ids, tokens, context, share)
         self._next_job_id += 1
         self.ledger.start(job)
-        self._batches[job.job_id] = batch
+        if prefill:
+            self._batches[job.job_id] = batch
         return job
+
+    def _preempt(self, st: ReqState) -> None:
+        """Free a running request's blocks and requeue it; its next prefill recomputes prompt +
+        generated tokens."""
+        self.groups[st.req.model_id].remove(st)
+        self.bm.free(st.req_id)
+        self.table.deactivate(st)
+        self.table.enqueue(st)
+        st.num_preemptions += 1
 
     # ---- results --------------------------------------------------------------------------
     def update(self, job: Job, result: JobResult, now_s: float) -> StepEvents:
@@ -181,32 +207,62 @@ class UnitScheduler:
             raise ValueError(f"job {job.job_id}: finished_req_ids {sorted(early)} name requests "
                              f"outside the job {job.req_ids}")
         job = self.ledger.end(job.job_id)
-        batch = self._batches.pop(job.job_id)
         self._last_end_s[job.model_id] = now_s
+        if job.phase is Phase.PREFILL:
+            first, tokens, finished = self._end_prefill(self._batches.pop(job.job_id), early)
+        else:
+            first, (tokens, finished) = (), self._end_decode(job, early)
+            self.quota.record_decode(job.model_id, len(job.req_ids))
+        preempted, self._preempted = tuple(self._preempted), []
+        return StepEvents(first, tokens, finished, preempted)
+
+    def _end_prefill(self, batch: list[ReqState], early: set[int]
+                     ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         first: list[int] = []
+        tokens: list[int] = []
         finished: list[int] = []
-        aborted = False
-        running = Status.RUNNING
-        for st in batch:  # the per-token hot loop of the simulator: keep it lean
+        for st in batch:
             if st.aborted:
                 self._drop(st)
-                aborted = True
                 continue
             st.generated += 1
-            if st.generated == 1:
+            tokens.append(st.req_id)
+            if st.generated == 1:  # not for a recompute
                 first.append(st.req_id)
-            if st.generated >= st.max_output_tokens or (early and st.req_id in early):
+            if st.generated >= st.max_output_tokens or st.req_id in early:
                 self._drop(st)
                 finished.append(st.req_id)
             else:
-                st.status = running
-        tokens = tuple([st.req_id for st in batch if not st.aborted]) if aborted else job.req_ids
-        if job.phase is Phase.DECODE:
-            self.quota.record_decode(job.model_id, len(batch))
-        preempted, self._preempted = tuple(self._preempted), []
-        return StepEvents(tuple(first), tokens, tuple(finished), preempted)
+                st.status = Status.RUNNING
+                self.groups[st.req.model_id].add(st)
+        return tuple(first), tuple(tokens), tuple(finished)
+
+    def _end_decode(self, job: Job, early: set[int]
+                    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Every member got a token (O(1)); only aborted and finishing members are touched.
+        Returns (requests that got a token, finished requests)."""
+        group = self.groups[job.model_id]
+        done = group.end_step()
+        tokens = job.req_ids
+        aborts = self._decode_aborts[job.model_id]
+        if aborts:
+            gone = {st.req_id for st in aborts}
+            tokens = tuple([r for r in tokens if r not in gone])
+            for st in aborts:
+                self._drop(st)
+            aborts.clear()
+        finished = [st for st in done if st.in_group]
+        for rid in sorted(early):
+            member = group.members.get(rid)
+            if member is not None and member not in finished:
+                finished.append(member)
+        for st in finished:
+            self._drop(st)
+        return tokens, tuple(st.req_id for st in finished)
 
     def _drop(self, st: ReqState) -> None:
+        if st.status is Status.RUNNING:
+            self.groups[st.req.model_id].remove(st)
         self.bm.free(st.req_id)
         self.table.deactivate(st)
         self.table.forget(st)
@@ -229,22 +285,41 @@ class UnitScheduler:
     def request_state(self, req_id: int) -> ReqState:
         return self.table.states[req_id]
 
+    def generated(self, req_id: int) -> int:
+        """Tokens the request generated so far."""
+        st = self.table.states[req_id]
+        return self.groups[st.req.model_id].generated(st)
+
+    def kv_tokens(self, req_id: int) -> int:
+        """KV tokens the request's blocks hold now, between jobs (the block manager's count of a
+        decoding request may lag behind: DecodeGroup syncs it once per token block)."""
+        st = self.table.states[req_id]
+        if st.status is Status.WAITING:
+            return 0
+        busy = st.status is Status.PREFILLING or st.in_group and self.groups[
+            st.req.model_id].in_flight
+        return st.req.prompt_tokens + self.generated(req_id) - (0 if busy else 1)
+
     def check_integrity(self) -> None:
-        """Queues, blocks, jobs and quotas agree. O(pool); raises AssertionError."""
+        """Queues, groups, blocks, jobs and quotas agree. O(pool); raises AssertionError."""
         self.bm.check_integrity()
         self.ledger.check_integrity()
         if self.quota.mode != "none":
             self.quota.check_integrity()
         in_job = {rid for j in self.ledger.running.values() for rid in j.req_ids}
         for m in self._order:
-            active = self.table.active[m]
+            active, group = self.table.active[m], self.groups[m]
+            group.check_integrity(self.bm)
             assert set(self.bm.seqs_of(m)) == set(active), f"model {m}: block owners != active"
+            running = {rid for rid, st in active.items() if st.status is Status.RUNNING}
+            assert running == set(group.members) | {st.req_id for st in group.joiners}
             for rid, st in active.items():
-                busy = st.status in (Status.PREFILLING, Status.DECODING)
+                busy = st.status is Status.PREFILLING or st.in_group and group.in_flight
                 assert busy == (rid in in_job), f"request {rid} is {st.status} but in_job={busy}"
-                expected = st.req.prompt_tokens + st.generated - (0 if busy else 1)
-                assert self.bm.num_tokens(rid) == expected, (
-                    f"request {rid}: {self.bm.num_tokens(rid)} KV tokens, expected {expected}")
+                kv = self.kv_tokens(rid)
+                assert self.bm.blocks_of(rid) == self.bm.blocks_needed(m, kv), (
+                    f"request {rid}: {self.bm.blocks_of(rid)} blocks for {kv} KV tokens")
+                assert kv - self.bm.layout(m).tokens_per_block < self.bm.num_tokens(rid) <= kv
             keys = [st.key for st in self.table.waiting[m]]
             assert keys == sorted(keys), f"model {m}: waiting queue is not FCFS"
             assert all(st.status is Status.WAITING for st in self.table.waiting[m])
