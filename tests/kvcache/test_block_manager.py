@@ -150,12 +150,34 @@ def test_check_integrity_catches_corruption() -> None:
     bm.register_model(0, 1, 2, 128)
     bm.allocate(1, 0, 10)
     bm._free.append(bm._seqs[1].table[0][0])  # a block both free and owned
-    with pytest.raises(AssertionError, match="also free|twice"):
+    bm._num_free += 1
+    bm._free.remove(7)  # (keep the counts right, so that the id check is what fails)
+    bm._num_free -= 1
+    with pytest.raises(AssertionError, match="also free"):
         bm.check_integrity()
     bm._free.pop()
-    bm._free.pop()  # a leaked block
+    bm._free.append(7)
+    bm.check_integrity()
+    bm._free.pop()  # a block neither free nor owned
+    with pytest.raises(AssertionError, match="disagree"):
+        bm.check_integrity()
+    bm._num_free -= 1
     with pytest.raises(AssertionError, match="leaked"):
         bm.check_integrity()
+
+
+def test_counting_mode_has_no_ids_but_the_same_counts() -> None:
+    bm = BlockManager(num_blocks=10, track_block_ids=False)
+    bm.register_model(0, 1, 2, 128)  # g=2
+    bm.allocate(1, 0, 40)
+    assert bm.append_batch([1], 30)
+    assert (bm.used_blocks(0), bm.num_free_blocks, bm.blocks_of(1)) == (6, 4, 6)
+    with pytest.raises(ValueError, match="without ids"):
+        bm.block_table(1)
+    assert not bm.can_allocate(0, 65)
+    bm.free(1)
+    assert bm.num_free_blocks == 10
+    bm.check_integrity()
 
 
 def test_append_batch_is_all_or_nothing() -> None:

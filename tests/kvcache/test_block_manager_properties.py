@@ -15,10 +15,11 @@ MODELS = [(1, 2, 128), (3, 1, 64), (2, 3, 256), (1, 1, 512)]
 
 class BlockManagerMachine(RuleBasedStateMachine):
     seqs = Bundle("seqs")
+    track_block_ids = True
 
     def __init__(self) -> None:
         super().__init__()
-        self.bm = BlockManager(num_blocks=60)
+        self.bm = BlockManager(num_blocks=60, track_block_ids=self.track_block_ids)
         for mid, (layers, heads, head_dim) in enumerate(MODELS):
             self.bm.register_model(mid, layers, heads, head_dim)
         self.tokens: dict[int, int] = {}  # shadow: seq -> token count
@@ -104,13 +105,14 @@ class BlockManagerMachine(RuleBasedStateMachine):
     @invariant()
     def blocks_are_conserved(self) -> None:
         self.bm.check_integrity()
-        owned = [b for s in self.tokens for row in self.bm.block_table(s) for b in row]
-        assert len(owned) == len(set(owned)), "a block is assigned twice"
-        assert len(owned) + self.bm.num_free_blocks == self.bm.num_blocks, "a block was lost"
+        held = sum(self.bm.blocks_of(s) for s in self.tokens)
+        assert held + self.bm.num_free_blocks == self.bm.num_blocks, "a block was lost"
+        if self.track_block_ids:
+            owned = [b for s in self.tokens for row in self.bm.block_table(s) for b in row]
+            assert len(owned) == len(set(owned)) == held, "a block is assigned twice"
         for s, n in self.tokens.items():
             assert self.bm.num_tokens(s) == n
-            assert len(self.bm.block_table(s)) * self.bm.layout(
-                self.model[s]).blocks_per_token_block == self._expected_blocks(s)
+            assert self.bm.blocks_of(s) == self._expected_blocks(s)
         for mid in range(len(MODELS)):
             expected = sum(self._expected_blocks(s) for s in self.tokens if self.model[s] == mid)
             assert self.bm.used_blocks(mid) == expected
@@ -119,3 +121,12 @@ class BlockManagerMachine(RuleBasedStateMachine):
 BlockManagerMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
                                                  deadline=None)
 TestBlockManagerMachine = BlockManagerMachine.TestCase
+
+
+class CountingBlockManagerMachine(BlockManagerMachine):
+    track_block_ids = False  # the simulator's mode: same counts, no ids
+
+
+CountingBlockManagerMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40,
+                                                         deadline=None)
+TestCountingBlockManagerMachine = CountingBlockManagerMachine.TestCase

@@ -17,14 +17,15 @@ from muxserve.scheduler import POLICIES, JobResult, SchedulerConfig, UnitModel, 
 
 @settings(max_examples=60, deadline=None)
 @given(policy=st.sampled_from(POLICIES), seed=st.integers(0, 2**32 - 1),
-       num_blocks=st.integers(12, 60), n=st.integers(1, 40))
-def test_random_runs_conserve_everything(policy: str, seed: int, num_blocks: int, n: int) -> None:
+       num_blocks=st.integers(12, 60), n=st.integers(1, 40), ids=st.booleans())
+def test_random_runs_conserve_everything(policy: str, seed: int, num_blocks: int, n: int,
+                                         ids: bool) -> None:
     rng = random.Random(seed)
     models = [UnitModel(i, f"m{i}", tiny_arch(layers=1 + i % 2, head_dim=(64, 128, 256)[i]),
                         rate_rps=rng.uniform(0, 3), prefill_share=rng.choice([0.2, 0.5, 1.0]),
                         decode_share=rng.choice([0.1, 0.3, 0.7]), max_num_seqs=rng.randint(1, 6))
               for i in range(3)]
-    s = UnitScheduler(models, BlockManager(num_blocks),
+    s = UnitScheduler(models, BlockManager(num_blocks, track_block_ids=ids),
                       SchedulerConfig(policy=policy, avg_seq_tokens=rng.randint(8, 64),
                                       prefill_token_cap=rng.randint(16, 200),
                                       quota_adapt_interval_s=rng.uniform(0.5, 4)))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 DEFAULT_BLOCK_NUMEL = 8192  # 32 tokens x head_dim 128 x (K, V): one MuxServe block
 
 
+_NO_IDS: list[int] = []  # the (shared, always empty) row of a manager that does not track ids
 _UNSEEN = object()  # check_integrity's markers
 _FREE = object()
 
@@ -72,13 +73,20 @@ class BlockManager:
     Every mutating method either succeeds completely or raises without changing anything.
     """
 
-    def __init__(self, num_blocks: int, block_numel: int = DEFAULT_BLOCK_NUMEL) -> None:
+    def __init__(self, num_blocks: int, block_numel: int = DEFAULT_BLOCK_NUMEL,
+                 track_block_ids: bool = True) -> None:
+        """``track_block_ids=False`` counts blocks without naming them (for the simulator, where
+        a 7B model takes 1024 ids per token block): everything works the same except
+        block_table(), which raises."""
         if not isinstance(num_blocks, int) or isinstance(num_blocks, bool) or num_blocks < 0:
             raise ValueError(f"num_blocks must be an integer >= 0, got {num_blocks!r}")
         self._num_blocks = num_blocks
         self.block_numel = _positive_int("block_numel", block_numel)
+        self.track_block_ids = track_block_ids
         # LIFO free list; reversed so the first allocation gets block 0 (readable tests).
-        self._free: list[int] = list(range(num_blocks - 1, -1, -1))
+        self._free: list[int] = (list(range(num_blocks - 1, -1, -1)) if track_block_ids
+                                 else [])
+        self._num_free = num_blocks
         self._layouts: dict[int, KVLayout] = {}
         self._quotas: dict[int, int | None] = {}
         self._used: dict[int, int] = {}
@@ -134,12 +142,12 @@ class BlockManager:
 
     @property
     def num_free_blocks(self) -> int:
-        return len(self._free)
+        return self._num_free
 
     def used_blocks(self, model_id: int | None = None) -> int:
         """Blocks held by ``model_id`` (all models if None)."""
         if model_id is None:
-            return self._num_blocks - len(self._free)
+            return self._num_blocks - self._num_free
         self.layout(model_id)
         return self._used[model_id]
 
@@ -151,13 +159,13 @@ class BlockManager:
         return layout.token_blocks(num_tokens) * layout.blocks_per_token_block
 
     def _fits(self, model_id: int, extra_blocks: int) -> bool:
-        if extra_blocks > len(self._free):
+        if extra_blocks > self._num_free:
             return False
         quota = self._quotas[model_id]
         return quota is None or extra_blocks == 0 or self._used[model_id] + extra_blocks <= quota
 
     def _why_not(self, model_id: int, extra_blocks: int) -> str:
-        return (f"model {model_id} needs {extra_blocks} more blocks: {len(self._free)} free, "
+        return (f"model {model_id} needs {extra_blocks} more blocks: {self._num_free} free, "
                 f"it holds {self._used[model_id]} of quota {self._quotas[model_id]}")
 
     # ---- sequences ------------------------------------------------------------------------
@@ -183,6 +191,9 @@ class BlockManager:
 
     def _take(self, g: int) -> list[int]:
         # one slice instead of g pops: a 7B model takes 1024 blocks per token block
+        self._num_free -= g
+        if not self.track_block_ids:
+            return _NO_IDS
         row = self._free[-g:]
         del self._free[-g:]
         row.reverse()
@@ -238,7 +249,7 @@ class BlockManager:
                 rows = -(-new_tokens // seq.tpb) - len(seq.table)
                 need[seq.model_id] = need.get(seq.model_id, 0) + rows * seq.g
                 growing.append((seq, rows))
-        if need and (sum(need.values()) > len(self._free) or not all(
+        if need and (sum(need.values()) > self._num_free or not all(
                 self._fits(m, n) for m, n in need.items())):
             return False
         for seq, rows in growing:
@@ -256,14 +267,19 @@ class BlockManager:
         del self._seqs[seq_id]
         for row in seq.table:
             self._free.extend(row)  # a plain list extend: a memcpy, even for 1024-block rows
-        self._used[seq.model_id] -= sum(len(row) for row in seq.table)
+        self._num_free += len(seq.table) * seq.g
+        self._used[seq.model_id] -= len(seq.table) * seq.g
 
     def has_seq(self, seq_id: int) -> bool:
         return seq_id in self._seqs
 
     def block_table(self, seq_id: int) -> list[list[int]]:
         """A copy of the table: ``[token_block][layer * H + head] -> block id``."""
-        return [list(row) for row in self._seq(seq_id).table]
+        seq = self._seq(seq_id)
+        if not self.track_block_ids:
+            raise ValueError("this BlockManager counts blocks without ids "
+                             "(track_block_ids=False): there is no block table")
+        return [list(row) for row in seq.table]
 
     def num_tokens(self, seq_id: int) -> int:
         return self._seq(seq_id).num_tokens
@@ -305,28 +321,38 @@ class BlockManager:
         """Every block is free xor owned by exactly one (seq, token block, slot); counts add up.
 
         O(num_blocks); meant for tests and for the scheduler when idle. Raises AssertionError.
+        Without block ids only the counts are checked.
         """
+        used = dict.fromkeys(self._layouts, 0)
+        for seq_id, seq in self._seqs.items():
+            layout = self._layouts[seq.model_id]
+            assert (seq.tpb, seq.g) == (layout.tokens_per_block, layout.blocks_per_token_block), (
+                f"seq {seq_id}: stale layout")
+            assert len(seq.table) == layout.token_blocks(seq.num_tokens), (
+                f"seq {seq_id}: {len(seq.table)} token blocks for {seq.num_tokens} tokens")
+            used[seq.model_id] += len(seq.table) * seq.g
+        assert used == self._used, f"per-model use {self._used} != recount {used}"
+        assert sum(used.values()) + self._num_free == self._num_blocks, "blocks leaked"
+        if self.track_block_ids:
+            assert len(self._free) == self._num_free, "free list and free count disagree"
+            self._check_block_ids()
+        else:
+            assert all(row is _NO_IDS for seq in self._seqs.values() for row in seq.table)
+
+    def _check_block_ids(self) -> None:
         owner: list[object] = [_UNSEEN] * self._num_blocks
         for b in self._free:
             assert 0 <= b < self._num_blocks, f"free list holds out-of-range block {b}"
             assert owner[b] is _UNSEEN, f"block {b} is twice in the free list"
             owner[b] = _FREE
-        used = dict.fromkeys(self._layouts, 0)
         for seq_id, seq in self._seqs.items():
-            layout = self._layouts[seq.model_id]
-            g = layout.blocks_per_token_block
-            assert (seq.tpb, seq.g) == (layout.tokens_per_block, g), f"seq {seq_id}: stale layout"
-            assert len(seq.table) == layout.token_blocks(seq.num_tokens), (
-                f"seq {seq_id}: {len(seq.table)} token blocks for {seq.num_tokens} tokens")
             for row in seq.table:
-                assert len(row) == g, f"seq {seq_id}: row of {len(row)} blocks, expected {g}"
+                assert len(row) == seq.g, f"seq {seq_id}: row of {len(row)} blocks, not {seq.g}"
                 for b in row:
                     assert 0 <= b < self._num_blocks, f"seq {seq_id} holds bad block {b}"
                     assert owner[b] is _UNSEEN, (
                         f"block {b} of seq {seq_id} is also "
                         f"{'free' if owner[b] is _FREE else f'in seq {owner[b]}'}")
                     owner[b] = seq_id
-            used[seq.model_id] += len(seq.table) * g
         leaked = [b for b, o in enumerate(owner) if o is _UNSEEN]
         assert not leaked, f"blocks {leaked[:10]} are neither free nor owned (leaked)"
-        assert used == self._used, f"per-model use {self._used} != recount {used}"
