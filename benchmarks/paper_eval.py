@@ -98,6 +98,73 @@ def chatlmsys(args: argparse.Namespace, cost: CostModel, lengths: LengthSampler)
     return rows
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def summarize(rows: list[dict[str, Any]]) -> str:
+    """Markdown tables: per case the three policies, and muxserve's ratios over each baseline."""
+    cases: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        key = tuple((k, r[k]) for k in ("part", "alpha", "scale", "condense", "placement")
+                    if k in r)
+        cases.setdefault(key, {})[r["policy"]] = r
+    lines = ["| case | offered req/s | rate-weighted tpt mux / spatial / temporal | "
+             "x spatial | x temporal | SLO@5 mux / spatial / temporal | "
+             "SLO@20 mux / spatial / temporal |", "|---|---|---|---|---|---|---|"]
+    tput_ratios: dict[str, dict[str, list[float]]] = {}
+    for key, by in cases.items():
+        m, s, t = (by.get(p) for p in POLICIES)
+        if not (m and s and t):
+            continue
+        rw = [x["rate_weighted_throughput_rps"] for x in (m, s, t)]
+        rs, rt = _ratio(rw[0], rw[1]), _ratio(rw[0], rw[2])
+        part = dict(key)["part"] + (f"/{dict(key)['placement']}" if "placement" in dict(key)
+                                    else "")
+        tput_ratios.setdefault(part, {"spatial": [], "temporal": []})
+        if rs:
+            tput_ratios[part]["spatial"].append(rs)
+        if rt:
+            tput_ratios[part]["temporal"].append(rt)
+        name = ", ".join(f"{k}={v}" for k, v in key if k not in ("part", "placement"))
+        lines.append(
+            f"| {part} {name} | {m['offered_rps']:.1f} | "
+            f"{' / '.join(_fmt(x) for x in rw)} | {_fmt(rs)} | {_fmt(rt)} | "
+            f"{' / '.join(_fmt(x['slo_attainment']['5.0'], '.3f') for x in (m, s, t))} | "
+            f"{' / '.join(_fmt(x['slo_attainment']['20.0'], '.3f') for x in (m, s, t))} |")
+    lines.append("")
+    for part, rr in tput_ratios.items():
+        for base, vals in rr.items():
+            if vals:
+                lines.append(f"- {part}: muxserve / {base} rate-weighted throughput: max "
+                             f"{max(vals):.2f}x, mean {sum(vals) / len(vals):.2f}x over "
+                             f"{len(vals)} cases")
+    lines += ["", *slo_capacity(rows)]
+    return "\n".join(lines)
+
+
+def slo_capacity(rows: list[dict[str, Any]], target: float = 0.99) -> list[str]:
+    """Synthetic: per alpha and SLO scale, the highest offered rate whose attainment >= target
+    (the paper's "requests within 99% SLO attainment"), and muxserve's ratio."""
+    out = [f"| alpha | SLO scale | max offered req/s with >= {target:.0%} attainment: "
+           "mux / spatial / temporal |", "|---|---|---|"]
+    syn = [r for r in rows if r["part"] == "synthetic"]
+    for alpha in sorted({r["alpha"] for r in syn}):
+        for scale in ("5.0", "10.0", "20.0"):
+            best = {}
+            for p in POLICIES:
+                ok = [r["offered_rps"] for r in syn if r["alpha"] == alpha and r["policy"] == p
+                      and (r["slo_attainment"][scale] or 0) >= target]
+                best[p] = max(ok) if ok else None
+            out.append(f"| {alpha} | {scale} | "
+                       f"{' / '.join(_fmt(best[p], '.1f') for p in POLICIES)} |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -112,7 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", type=float, nargs="*", default=list(SCALES))
     ap.add_argument("--condense", nargs="*", default=list(CONDENSE))
     ap.add_argument("-o", "--output", default="benchmarks/results/sim_eval.json")
+    ap.add_argument("--summarize", help="only print the tables of an earlier output JSON")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(summarize(json.loads(Path(args.summarize).read_text())["rows"]))
+        return 0
     cost = get_cost_model("profile", "a100-80g")
     lengths = load_sharegpt(SHAREGPT)
     t0 = time.perf_counter()
@@ -124,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"args": vars(args), "wall_s": time.perf_counter() - t0, "rows": rows}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(out, indent=1))
+    print(summarize(rows))
     print(f"wrote {args.output} ({out['wall_s']:.0f} s)")
     return 0
 

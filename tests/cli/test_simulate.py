@@ -102,3 +102,18 @@ def test_bad_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "alpha, rate-scale" in capsys.readouterr().err
     assert main(["simulate", w, "--lengths", "fixed:1", "-o", str(tmp_path / "r.json")]) == 2
     assert "fixed:PROMPT,OUTPUT" in capsys.readouterr().err
+
+
+def test_replay_a_real_trace(tmp_path: Path) -> None:
+    traces = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "traces"
+    w = _write(tmp_path, "w.yaml", WORKLOAD)
+    pl = _write(tmp_path, "p.yaml", PLACEMENT)
+    out = tmp_path / "r.json"
+    conv = traces / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
+    assert main(["simulate", w, "--placement", pl, "--trace", f"azure:{conv}",
+                 "--duration-s", "20", "--time-scale", "4", "--quiet", "-o", str(out)]) == 0
+    r = json.loads(out.read_text())
+    # the first 80 s of the trace compressed into 20 s, split 2:1 between a and b
+    assert 200 < r["num_requests"] < 600
+    assert r["per_model"]["a"]["num_requests"] > r["per_model"]["b"]["num_requests"]
+    assert main(["simulate", w, "--trace", "csv:x", "-o", str(out)]) == 2

@@ -26,7 +26,14 @@ from muxserve.placement.workload_spec import SYNTHETIC, Workload, read_workload,
 from muxserve.scheduler import POLICIES, UnitModel
 from muxserve.sim.experiment import simulate
 from muxserve.sim.simulator import SimUnit
-from muxserve.sim.workload import ARRIVALS, parse_lengths, powerlaw_rates, synthesize
+from muxserve.sim.traces import TRACE_KINDS, load_trace, replay
+from muxserve.sim.workload import (
+    ARRIVALS,
+    TraceRequest,
+    parse_lengths,
+    powerlaw_rates,
+    synthesize,
+)
 
 SHAREGPT = Path("..") / "shared" / "data" / "traces" / "sharegpt" / (
     "sharegpt_v3_first_turn_lengths.csv")
@@ -57,6 +64,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--max-sim-s", type=float, help="stop the clock here (default: drain)")
     p.add_argument("--window", help="START,END seconds: throughput = requests finished in this "
                    "window / its width (steady state; default: finished / whole span)")
+    p.add_argument("--trace", help="replay a real trace instead of synthetic arrivals: "
+                   f"KIND:PATH with KIND in {', '.join(TRACE_KINDS)}; its requests are spread "
+                   "over the models by their rates (lengths come from the trace)")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="with --trace: compress time by this factor")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cost-model", default="profile", choices=COST_MODEL_KINDS)
     p.add_argument("--slo-scale", default="5", help="comma list; the first is the headline")
@@ -138,7 +150,10 @@ def run_one(args: argparse.Namespace, w: Workload, policy: str, alpha: float | N
             rate_scale: float, cost: CostModel, progress: bool) -> dict[str, Any]:
     rates = adjusted_rates(w, alpha, args.max_rate, rate_scale)
     lengths = parse_lengths(args.lengths, SHAREGPT)
-    trace = synthesize(rates, args.duration_s, lengths, args.seed, args.arrival, args.cv)
+    if args.trace:
+        trace = replay_trace(args.trace, rates, args)
+    else:
+        trace = synthesize(rates, args.duration_s, lengths, args.seed, args.arrival, args.cv)
     pl = get_placement(args, w, rates, policy, cost)
     units = units_from_placement(pl, w, rates, cost)
     slo_scales = [float(s) for s in str(args.slo_scale).split(",")]
@@ -152,6 +167,17 @@ def run_one(args: argparse.Namespace, w: Workload, policy: str, alpha: float | N
     with _progress(progress, f"{policy}", args.max_sim_s or args.duration_s) as tick:
         return simulate(units, cost, trace, policy, slo_scales=slo_scales, rates_rps=rates,
                         max_sim_s=args.max_sim_s, window_s=window, progress=tick, extra=extra)
+
+
+def replay_trace(spec: str, rates: dict[str, float], args: argparse.Namespace
+                 ) -> list[TraceRequest]:
+    kind, sep, path = spec.partition(":")
+    if not sep or kind not in TRACE_KINDS:
+        raise ValueError(f"bad --trace {spec!r}; expected KIND:PATH with KIND one of "
+                         f"{', '.join(TRACE_KINDS)}")
+    raw = load_trace(kind, path)
+    return replay(raw, list(rates), args.seed, weights=list(rates.values()),
+                  time_scale=args.time_scale, duration_s=args.duration_s)
 
 
 def parse_window(text: str | None) -> tuple[float, float] | None:
