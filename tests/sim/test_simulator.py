@@ -145,6 +145,15 @@ def test_small_kv_pool_preempts_and_still_finishes() -> None:
     assert res.block_managers[0].used_blocks() == 0
 
 
+def test_request_longer_than_the_pool_is_rejected_not_fatal() -> None:
+    # pool of 90 blocks = one token block (64 tokens) of smollm2: a 100-token prompt never fits
+    trace = [TraceRequest(0, "m0", 0.0, 100, 4), TraceRequest(1, "m0", 0.0, 8, 4)]
+    units = [SimUnit((UnitModel(0, "m0", ARCH),), 1, kv_blocks=90)]
+    res = Simulator(units, ConstCost(), trace).run()
+    assert res.rejected == [0] and res.unfinished == 1
+    assert res.records[1].finish_s == pytest.approx(0.13)
+
+
 def test_routing_errors_name_the_model() -> None:
     with pytest.raises(ValueError, match="'ghost'"):
         Simulator(one_unit(), ConstCost(), [TraceRequest(0, "ghost", 0.0, 4, 4)])

@@ -51,6 +51,7 @@ def simulate(units: Sequence[SimUnit], cost_model: CostModel, trace: Sequence[Tr
         "wall_s": res.wall_s,
         "sim_requests_per_wall_s": len(trace) / res.wall_s if res.wall_s > 0 else None,
         "unfinished": res.unfinished,
+        "rejected": len(res.rejected),
         "kv_blocks_per_unit": res.kv_blocks,
     }
     if res.log_digest:

@@ -77,6 +77,7 @@ class SimResult:
     log_digest: str | None
     unfinished: int
     kv_blocks: list[int]
+    rejected: list[int]  # trace indices of requests too long for their unit's KV pool
     block_managers: list[BlockManager] = field(repr=False)
     schedulers: list[UnitScheduler] = field(repr=False)
 
@@ -135,6 +136,7 @@ class Simulator:
         self.running: dict[tuple[int, int], tuple[Job, UnitModel]] = {}
         self.pending_schedule: set[int] = set()
         self.num_jobs = 0
+        self.rejected: list[int] = []
 
     # ---- handlers: each returns the events it causes ----------------------------------------
     def _schedule_soon(self, unit: int, now_s: float) -> list[Event]:
@@ -146,10 +148,15 @@ class Simulator:
     def _on_arrival(self, ev: Event) -> list[Event]:
         tr = self.trace[ev.ref]
         unit, m = self.route[tr.model]
-        self.schedulers[unit].add_request(
-            Request(ev.ref, m.model_id, tr.arrival_s, tr.prompt_tokens, tr.output_tokens),
-            ev.time_s)
-        out = self._schedule_soon(unit, ev.time_s)
+        try:
+            self.schedulers[unit].add_request(
+                Request(ev.ref, m.model_id, tr.arrival_s, tr.prompt_tokens, tr.output_tokens),
+                ev.time_s)
+            out = self._schedule_soon(unit, ev.time_s)
+        except ValueError:
+            # it could never fit this unit's KV pool: rejected, it stays unfinished
+            self.rejected.append(ev.ref)
+            out = []
         nxt = ev.ref + 1
         if nxt < len(self.trace):
             out.append(Event(self.trace[nxt].arrival_s, EventKind.ARRIVAL,
@@ -222,7 +229,7 @@ class Simulator:
         unfinished = sum(f is None for f in self.finish_s)
         return SimResult(recs, end_s, n, self.num_jobs, wall_s,
                          digest.hexdigest() if digest else None, unfinished, self.kv_blocks,
-                         self.block_managers, self.schedulers)
+                         self.rejected, self.block_managers, self.schedulers)
 
 
 def isolated_latency_s(cost_model: CostModel, arch_of: Mapping[str, UnitModel],
