@@ -1,0 +1,37 @@
+"""Bench-only figure: each request's latency over its arrival time (errors marked). The
+per-model bars come from ``muxserve.sim.plots.plot_result``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from muxserve.sim.metrics import RequestRecord
+from muxserve.sim.plots import _plt
+
+
+def plot_timeline(records: Sequence[RequestRecord], label: str, out_dir: str | Path) -> Path:
+    plt = _plt()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    for m in dict.fromkeys(r.model for r in records):
+        ok = [r for r in records if r.model == m and r.finish_s is not None]
+        bad = [r for r in records if r.model == m and r.finish_s is None]
+        pts = ax1.plot([r.arrival_s for r in ok], [r.finish_s - r.arrival_s for r in ok],
+                       ".", label=m)
+        ax2.plot([r.arrival_s for r in ok], [(r.first_token_s or r.finish_s) - r.arrival_s
+                                             for r in ok], ".", color=pts[0].get_color())
+        if bad:
+            ax1.plot([r.arrival_s for r in bad], [0.0] * len(bad), "x",
+                     color=pts[0].get_color(), label=f"{m} errors")
+    ax1.set_ylabel("latency (s)")
+    ax1.legend(fontsize="small")
+    ax2.set_ylabel("TTFT (s)")
+    ax2.set_xlabel("arrival (s)")
+    fig.suptitle(f"{label}: per-request latency")
+    fig.tight_layout()
+    path = out / f"timeline_{label}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
