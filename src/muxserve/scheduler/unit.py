@@ -283,6 +283,7 @@ class UnitScheduler:
         return len(self.table.active[model_id])
 
     def request_state(self, req_id: int) -> ReqState:
+        """The live state (its ``generated`` lags while it decodes: use generated())."""
         return self.table.states[req_id]
 
     def generated(self, req_id: int) -> int:
