@@ -30,6 +30,7 @@ from muxserve.scheduler.api import (
 from muxserve.scheduler.batching import build_prefill, prefill_ready
 from muxserve.scheduler.compute import ComputeLedger
 from muxserve.scheduler.decode_group import DecodeGroup
+from muxserve.scheduler.integrity import check_unit
 from muxserve.scheduler.policy import POLICY_SPECS, capacity_parts, job_shares
 from muxserve.scheduler.quota import QuotaManager
 from muxserve.scheduler.state import ReqState, RequestTable, Status
@@ -303,30 +304,7 @@ class UnitScheduler:
 
     def check_integrity(self) -> None:
         """Queues, groups, blocks, jobs and quotas agree. O(pool); raises AssertionError."""
-        self.bm.check_integrity()
-        self.ledger.check_integrity()
-        if self.quota.mode != "none":
-            self.quota.check_integrity()
-        in_job = {rid for j in self.ledger.running.values() for rid in j.req_ids}
-        for m in self._order:
-            active, group = self.table.active[m], self.groups[m]
-            group.check_integrity(self.bm)
-            assert set(self.bm.seqs_of(m)) == set(active), f"model {m}: block owners != active"
-            running = {rid for rid, st in active.items() if st.status is Status.RUNNING}
-            assert running == set(group.members) | {st.req_id for st in group.joiners}
-            for rid, st in active.items():
-                busy = st.status is Status.PREFILLING or st.in_group and group.in_flight
-                assert busy == (rid in in_job), f"request {rid} is {st.status} but in_job={busy}"
-                kv = self.kv_tokens(rid)
-                assert self.bm.blocks_of(rid) == self.bm.blocks_needed(m, kv), (
-                    f"request {rid}: {self.bm.blocks_of(rid)} blocks for {kv} KV tokens")
-                assert kv - self.bm.layout(m).tokens_per_block < self.bm.num_tokens(rid) <= kv
-            keys = [st.key for st in self.table.waiting[m]]
-            assert keys == sorted(keys), f"model {m}: waiting queue is not FCFS"
-            assert all(st.status is Status.WAITING for st in self.table.waiting[m])
-        n = sum(len(q) for q in self.table.waiting.values()) + sum(
-            len(a) for a in self.table.active.values())
-        assert n == len(self.table.states), "a request is lost or in two places"
+        check_unit(self)
 
 
 def _register(bm: BlockManager, m: UnitModel) -> None:
