@@ -136,3 +136,25 @@ def test_unreadable_cache_dir_still_loads(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     m = load_model(str(path), cache_dir=blocker)  # cache write fails: warning, model loads
     assert m.arch.num_layers == arch.num_layers and time.perf_counter() - t0 < 30
+
+
+def test_fast_reader_agrees_with_gguf_reader(tmp_path: Path, family: str) -> None:
+    import gguf
+    import numpy as np
+
+    from muxserve.engine.loader.gguf_format import read_gguf
+
+    arch = tiny_arch(family)
+    path = write_tiny_gguf(tmp_path / "r.gguf", arch, tiny_weights(arch), chat_template="T")
+    ours, ref = read_gguf(path), gguf.GGUFReader(path)
+    assert list(ours.fields) == [k for k in ref.fields if not k.startswith("GGUF.")]
+    for key, value in ours.fields.items():
+        want = ref.fields[key].contents()
+        if isinstance(value, float):
+            assert value == pytest.approx(want, rel=1e-7), key
+        else:
+            assert np.array_equal(np.asarray(value), np.asarray(want)), key
+    assert [t.name for t in ours.tensors] == [t.name for t in ref.tensors]
+    for a, b in zip(ours.tensors, ref.tensors, strict=True):
+        assert a.tensor_type == b.tensor_type and a.data.dtype == b.data.dtype
+        assert np.array_equal(a.data, b.data), a.name

@@ -53,7 +53,6 @@ def test_truncated_gguf_names_the_file(tmp_path: Path, keep: float) -> None:
         load_model(str(path), cache_dir=tmp_path)
 
 
-@pytest.mark.slow
 def test_truncated_real_gguf_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "smollm2-cut.gguf"
     with smollm2_gguf().open("rb") as src, path.open("wb") as dst:

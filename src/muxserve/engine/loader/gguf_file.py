@@ -21,6 +21,7 @@ import torch
 
 from muxserve.config.models import ModelArch
 from muxserve.engine.chat_templates import FALLBACK_TEMPLATES
+from muxserve.engine.loader.gguf_format import GGUFFile, read_gguf
 from muxserve.engine.loader.tokenizer_build import build_gguf_backend
 from muxserve.engine.tokenizer import Tokenizer
 
@@ -58,44 +59,24 @@ def check_gguf_header(path: Path) -> None:
         raise ValueError(f"{path} is not a GGUF file (starts with {magic!r}, expected b'GGUF')")
 
 
-def open_gguf(path: Path) -> gguf.GGUFReader:
+def open_gguf(path: Path) -> GGUFFile:
     """Open and validate a GGUF file; a missing file raises FileNotFoundError, anything that is
     not a complete GGUF file a ValueError, both naming the file."""
     check_gguf_header(path)
     try:
-        reader = gguf.GGUFReader(path)
-    except Exception as e:  # the reader raises ValueError, IndexError, struct/numpy errors
-        raise ValueError(f"{path} is a corrupt or truncated GGUF file: {e}") from e
-    size = path.stat().st_size
-    for t in reader.tensors:
-        if t.data_offset + t.n_bytes > size:
-            raise ValueError(f"{path} is truncated: tensor {t.name!r} ends at byte "
-                             f"{t.data_offset + t.n_bytes}, file has {size}")
-    return reader
+        return read_gguf(path)
+    except ValueError:
+        raise
+    except Exception as e:  # e.g. numpy reshape errors on inconsistent sizes
+        raise ValueError(f"{path} is a corrupt GGUF file: {e}") from e
 
 
-def field_value(reader: gguf.GGUFReader, key: str, default: Any = None) -> Any:
-    """A metadata value as a Python str/int/float/bool, or a list of them for arrays."""
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    types = f.types
-    if types[0] == gguf.GGUFValueType.ARRAY:
-        if types[-1] == gguf.GGUFValueType.STRING:
-            return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
-        if not f.data:
-            return []
-        return np.concatenate([f.parts[i] for i in f.data]).tolist()
-    if types[0] == gguf.GGUFValueType.STRING:
-        return bytes(f.parts[f.data[0]]).decode("utf-8")
-    value = f.parts[f.data[0]]
-    if value.dtype == np.float32:
-        # the shortest decimal that is this float32: 1e-05, not 9.999999747378752e-06
-        return float(str(value[0]))
-    return value.tolist()[0]
+def field_value(reader: GGUFFile, key: str, default: Any = None) -> Any:
+    """A metadata value (see GGUFFile.fields), or `default`."""
+    return reader.fields.get(key, default)
 
 
-def arch_from_gguf(reader: gguf.GGUFReader, name: str, path: Path) -> ModelArch:
+def arch_from_gguf(reader: GGUFFile, name: str, path: Path) -> ModelArch:
     """ModelArch from the `<arch>.*` metadata keys.
 
     Gemma3 files do not store the sliding-window pattern, the local RoPE base or the query
@@ -118,7 +99,7 @@ def arch_from_gguf(reader: gguf.GGUFReader, name: str, path: Path) -> ModelArch:
     head_dim = int(field_value(reader, f"{a}.attention.key_length", hidden // heads))
     vocab = field_value(reader, f"{a}.vocab_size")
     if vocab is None:
-        vocab = len(reader.fields["tokenizer.ggml.tokens"].data)
+        vocab = len(reader.fields.get("tokenizer.ggml.tokens", ()))
     names = {t.name for t in reader.tensors}
     common: dict[str, Any] = dict(
         name=name, family=a, num_layers=int(need("block_count")), hidden_size=hidden,
@@ -173,7 +154,7 @@ def _unpermute_rows(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, dim, 2, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
 
 
-def read_weights(reader: gguf.GGUFReader, arch: ModelArch, path: Path) -> dict[str, torch.Tensor]:
+def read_weights(reader: GGUFFile, arch: ModelArch, path: Path) -> dict[str, torch.Tensor]:
     """All tensors, dequantized to fp32, under HF names and in HF layout."""
     out: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
@@ -194,7 +175,7 @@ def read_weights(reader: gguf.GGUFReader, arch: ModelArch, path: Path) -> dict[s
     return out
 
 
-def read_tokenizer(reader: gguf.GGUFReader, family: str) -> Tokenizer:
+def read_tokenizer(reader: GGUFFile, family: str) -> Tokenizer:
     """The tokenizer described by the `tokenizer.*` metadata (see tokenizer_build)."""
     meta = {k[len("tokenizer.ggml."):]: field_value(reader, k) for k in reader.fields
             if k.startswith("tokenizer.ggml.")}
