@@ -130,3 +130,35 @@ def test_initial_quotas_follow_rate_times_g() -> None:
     # weights 3*1 : 1*4 : 0*2 -> 300 : 400 : 0
     assert s.quota.quotas == {0: 300, 1: 400, 2: 0}
     assert s.quota.seq_cap(2) == 1  # a model with no quota may still run one request alone
+
+
+def test_a_prefill_blocked_by_memory_does_not_hold_decodes_back() -> None:
+    # 3 blocks: request 0 grows to 69 tokens (3 blocks); request 1's 90-token prompt needs all 3.
+    # Holding decodes back for it would deadlock: only request 0's decodes free memory.
+    s = unit(two_models(1.0, 0.5, n=1), num_blocks=3, avg_seq_tokens=32)
+    loop = Loop(s)
+    loop.run([req(0, prompt=30, out=40), req(1, arrival_s=0.5, prompt=90, out=1)])
+    decodes = [t for t, _, phase, _ in loop.jobs() if phase == "decode"]
+    assert decodes == [float(t) for t in range(1, 40)]
+    assert loop.jobs()[-1] == (40.0, 0, "prefill", (1,))
+    assert loop.finished() == [0, 1]
+
+
+def fcfs_vs_rr_run(policy: str) -> list[tuple[float, int]]:
+    # prefill 0.7 (7 parts): one prefill at a time; single-token requests
+    models = [UnitModel(i, f"m{i}", tiny_arch(), prefill_share=0.7, decode_share=0.1)
+              for i in range(3)]
+    s = unit(models, num_blocks=64, avg_seq_tokens=32, prefill_token_cap=10, policy=policy)
+    loop = Loop(s)
+    loop.run([req(0, 0, 0.0, out=1), req(1, 2, 0.1, out=1), req(2, 0, 0.2, out=1),
+              req(3, 1, 0.3, out=1)])
+    return [(t, m) for t, m, _, _ in loop.jobs()]
+
+
+def test_fcfs_ablation_serves_the_model_ready_longest() -> None:
+    # a model is ready from its oldest request's arrival or its last job's end, whichever is
+    # later: at 1.0 model 2 (ready since 0.1) beats model 1 (0.3); at 2.0 model 1 (0.3) beats
+    # model 0 (its request waits since 0.2, but its last job ended at 1.0)
+    assert fcfs_vs_rr_run("fcfs") == [(0.0, 0), (1.0, 2), (2.0, 1), (3.0, 0)]
+    # round-robin just takes turns after the last model served
+    assert fcfs_vs_rr_run("round-robin") == [(0.0, 0), (1.0, 1), (2.0, 2), (3.0, 0)]
