@@ -21,6 +21,7 @@ from muxserve.bench.workload import synthetic_prompt
 from muxserve.sim.workload import TraceRequest
 
 START_LEAD_S = 0.05  # time to create the first tasks before the first arrival is due
+BASELINE_REQ_ID = 1 << 40  # prompt seeds of baseline requests, apart from the trace's ids
 
 
 @dataclass(frozen=True)
@@ -113,38 +114,45 @@ def run_trace(trace: Sequence[TraceRequest], targets: Targets, opts: RunOptions,
 
 # ---- the SLO baseline: each model's latency with the server to itself -----------------------
 def measure_baseline(lengths: Mapping[str, tuple[int, int]], targets: Targets,
-                     opts: RunOptions, repeats: int = 2) -> dict[str, dict[str, Any]]:
+                     opts: RunOptions, repeats: int = 2
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Send ``repeats`` requests per model, one at a time, nothing else in flight; keep the
     fastest (the first may pay warm-up). lengths: model -> (prompt tokens, output tokens).
 
-    Returns model -> {ttft_s, tpot_s, latency_s, prompt_tokens, output_tokens}; a request that
-    fails raises ValueError naming the model and the error."""
+    Returns (model -> {ttft_s, tpot_s, latency_s, prompt_tokens, output_tokens}, model -> the
+    error of a model whose baseline request failed)."""
     if repeats < 1:
         raise ValueError(f"--baseline-requests must be >= 1, got {repeats}")
 
-    async def go() -> dict[str, dict[str, Any]]:
+    async def one_model(client: httpx.AsyncClient, m: str, p: int, o: int
+                        ) -> tuple[Outcome | None, str]:
+        best: Outcome | None = None
+        for k in range(repeats):
+            rid = BASELINE_REQ_ID + k
+            body = request_body(targets.served_name[m], synthetic_prompt(p, opts.seed, rid), o)
+            got = await stream_completion(client, targets.url(m), rid, m, body, opts.timeout_s)
+            if got.error or got.finish_s is None:
+                return None, f"{got.error}: {got.detail}"
+            if best is None or got.finish_s - got.send_s < best.finish_s - best.send_s:
+                best = got
+        return best, ""
+
+    async def go() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         out: dict[str, dict[str, Any]] = {}
+        failed: dict[str, str] = {}
         async with _client(opts) as client:
             for m, (p, o) in lengths.items():
-                best: Outcome | None = None
-                for k in range(repeats):
-                    body = request_body(targets.served_name[m],
-                                        synthetic_prompt(p, opts.seed, -1 - k), o)
-                    got = await stream_completion(client, targets.url(m), -1 - k, m, body,
-                                                  opts.timeout_s)
-                    if got.error or got.finish_s is None or got.first_token_s is None:
-                        raise ValueError(f"baseline request for model {m!r} failed: "
-                                         f"{got.error}: {got.detail}")
-                    if best is None or got.finish_s - got.send_s < best.finish_s - best.send_s:
-                        best = got
-                assert best is not None and best.finish_s is not None
-                assert best.first_token_s is not None
+                best, err = await one_model(client, m, p, o)
+                if best is None:
+                    failed[m] = err
+                    continue
+                assert best.finish_s is not None
+                first = best.first_token_s if best.first_token_s is not None else best.finish_s
                 n = best.output_tokens
-                out[m] = {"ttft_s": best.first_token_s - best.send_s,
-                          "tpot_s": (best.finish_s - best.first_token_s) / (n - 1) if n > 1
-                          else 0.0,
+                out[m] = {"ttft_s": first - best.send_s,
+                          "tpot_s": (best.finish_s - first) / (n - 1) if n > 1 else 0.0,
                           "latency_s": best.finish_s - best.send_s,
                           "prompt_tokens": best.prompt_tokens or p, "output_tokens": n}
-        return out
+        return out, failed
 
     return asyncio.run(go())

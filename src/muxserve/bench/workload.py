@@ -99,14 +99,15 @@ def cap_lengths(trace: Sequence[TraceRequest], max_prompt_tokens: int | None,
 
 # about one token each in the llama, GPT-2/cl100k and SmolLM2/Gemma vocabularies (with the
 # leading space), so a prompt of n words is about n tokens
-COMMON_WORDS = tuple(
+_WORDS = (
     "the of and to in is that for it as was with be by on not he this are or his from at which "
     "but have an they you were her she there one all we their has been if more when will would "
     "who so no time can only new some could these two may first then do any like my now over "
     "such our man me even most made after also did many off before must well back through years "
     "much where your way down should because long each just state people those too how little "
     "good world very still own see men work here between both life under never day same another "
-    "know while last might great old year since come right used take three").split()
+    "know while last might great old year since come right used take three")
+COMMON_WORDS: tuple[str, ...] = tuple(_WORDS.split())
 
 
 def synthetic_prompt(num_tokens: int, seed: int, req_id: int) -> str:

@@ -152,9 +152,15 @@ def run(args: argparse.Namespace) -> int:
     if args.slo_baseline:
         baseline, base_src = load_baseline(args.slo_baseline), args.slo_baseline
     elif args.measure_baseline:
-        baseline = measure_baseline(_baseline_lengths(trace, models), targets, opts,
-                                    args.baseline_requests)
+        baseline, failed = measure_baseline(_baseline_lengths(trace, models), targets, opts,
+                                            args.baseline_requests)
+        for m, err in failed.items():
+            print(f"bench: warning: no SLO baseline for {m!r}, its request failed: {err}",
+                  file=sys.stderr)
         base_src = "measured"
+    if args.slo_baseline and (missing := [m for m in models if m not in baseline]):
+        print(f"bench: warning: no SLO baseline for {missing}: their requests count as missing "
+              "the SLO", file=sys.stderr)
     from muxserve.bench.progress import LiveProgress
 
     with LiveProgress(len(trace), not args.quiet) as bar:
