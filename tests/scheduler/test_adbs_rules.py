@@ -107,10 +107,10 @@ def test_quota_adaptation_moves_blocks_to_the_starving_model() -> None:
              until_s=8.0)
     assert (0.0, 1, "prefill", (1, 2, 3, 4)) in loop.jobs()
     assert max(len(j.req_ids) for _, j in loop.started if j.model_id == 1) == 4
-    # at 8 s: model 0 donates int((0.95 - 0.25) * 4) = 2 blocks; model 1 (util 1.0, queue 16)
-    # receives them and admits two more requests at once
-    assert s.quota.quotas == {0: 2, 1: 6} and s.quota.seq_cap(1) == 6
-    assert (8.0, 1, "prefill", (5, 6)) in loop.jobs()
+    # at 8 s: model 0 (util 0.25) offers int((0.95 - 0.25) * 4) = 2 blocks; model 1 (util 1.0,
+    # 16 waiting + 4 running >= 1.1 x 4) grows by max(1, 10% of its batch) = 1 sequence = 1 block
+    assert s.quota.quotas == {0: 3, 1: 5} and s.quota.seq_cap(1) == 5
+    assert (8.0, 1, "prefill", (5,)) in loop.jobs()
     assert sum(s.quota.quotas.values()) == 8
 
 

@@ -34,41 +34,50 @@ def test_seq_caps_from_quotas() -> None:
 
 
 def test_donor_gives_to_busy_model_with_a_long_queue() -> None:
-    q, _ = manager(40, [1.0, 1.0])  # 20 / 20
+    q, _ = manager(40, [1.0, 1.0])  # 20 / 20 blocks = 20 / 20 sequences
     for _ in range(4):
-        q.record_decode(0, 5)  # util 0.25
+        q.record_decode(0, 5)  # util 0.25: offers int(0.7 * 20) = 14
         q.record_decode(1, 20)  # util 1.0
-    q.adapt({0: 0, 1: 30})
-    give = int((0.95 - 0.25) * 20)  # 14
-    assert q.quotas == {0: 20 - give, 1: 20 + give}
+    q.adapt({1: 30}, {1: 20})  # demand 50 >= 22: grows by min(max(1, 2), 30) = 2 sequences
+    assert q.quotas == {0: 18, 1: 22}
     assert q.mean_batch(0) == 0.0  # measurements restart after each adaptation
 
 
-def test_donation_never_drops_below_blocks_in_use() -> None:
+def test_offer_never_includes_blocks_in_use() -> None:
     q, bm = manager(40, [1.0, 1.0])
-    bm.allocate(1, 0, 32 * 18)  # model 0 holds 18 of its 20 blocks, but decodes little
+    bm.allocate(1, 0, 32 * 19)  # model 0 holds 19 of its 20 blocks, but decodes little
     q.record_decode(0, 1)
     q.record_decode(1, 20)
-    q.adapt({1: 30})
-    assert q.quotas == {0: 18, 1: 22}
+    q.adapt({1: 30}, {1: 20})  # model 1 wants 2, model 0 can give only 1
+    assert q.quotas == {0: 19, 1: 21}
 
 
-def test_short_queue_or_low_use_receives_nothing_and_leftover_goes_to_longest_queue() -> None:
+def test_no_receiver_no_move() -> None:
     q, _ = manager(60, [1.0, 1.0, 1.0])  # 20 each
-    q.record_decode(0, 2)  # util 0.1: donor of int(0.85 * 20) = 17
-    q.record_decode(1, 20)  # util 1.0 but queue 5 < 1.1 * 20: no receiver
-    q.record_decode(2, 4)  # util 0.2, donor of int(0.75 * 20) = 15, queue 9 is the longest
-    q.adapt({0: 0, 1: 5, 2: 9})
-    assert q.quotas == {0: 3, 1: 20, 2: 5 + 32}
+    q.record_decode(0, 2)  # util 0.1: a donor
+    q.record_decode(1, 20)  # util 1.0 but demand 5 < 1.1 * 20: no receiver
+    q.record_decode(2, 4)  # util 0.2: a donor
+    q.adapt({1: 5, 2: 9}, {})
+    assert q.quotas == {0: 20, 1: 20, 2: 20}
     q.check_integrity()
 
 
-def test_no_queue_no_change_and_interval_gating() -> None:
+def test_fragments_go_to_the_longest_waiting_queue() -> None:
+    bm = BlockManager(10)
+    bm.register_model(0, 1, 1, 128)  # g = 1: 1 block per 32-token sequence
+    bm.register_model(1, 3, 1, 128)  # g = 3: 3 blocks per sequence
+    models = [UnitModel(i, f"m{i}", tiny_arch(), rate_rps=1.0) for i in range(2)]
+    q = QuotaManager(models, bm, SchedulerConfig(avg_seq_tokens=32), "adaptive")
+    assert q.quotas == {0: 2, 1: 8}  # rate x g = 1 : 3; model 1's 8 blocks hold 2 sequences
+    q.adapt({0: 5}, {})  # the 2 spare blocks of model 1 become 2 sequences of model 0
+    assert q.quotas == {0: 4, 1: 6} and (q.seq_cap(0), q.seq_cap(1)) == (4, 2)
+    q.check_integrity()
+
+
+def test_interval_gating() -> None:
     q, _ = manager(40, [1.0, 1.0], quota_adapt_interval_s=8.0)
-    q.record_decode(0, 1)
-    assert not q.maybe_adapt(0.0, {})  # first call starts the clock
-    assert not q.maybe_adapt(7.9, {0: 3})
-    assert q.maybe_adapt(8.0, {})  # adapted, but with no queue nothing moves
-    assert q.quotas == {0: 20, 1: 20} and q.num_adaptations == 1
+    assert not q.due(0.0)  # the first call starts the clock
+    assert not q.due(7.9)
+    assert q.due(8.0) and not q.due(8.1) and q.due(16.0)
     fixed, _ = manager(40, [1.0, 1.0], mode="fixed")
-    assert not fixed.maybe_adapt(0.0, {}) and not fixed.maybe_adapt(100.0, {0: 9})
+    assert not fixed.due(0.0) and not fixed.due(100.0)

@@ -6,12 +6,15 @@ model's concurrent sequences with an average sequence length, as MuxServe does. 
 ADMISSION only: a running sequence keeps growing until the pool itself runs out (then the
 scheduler preempts), so shrinking a quota never evicts anything.
 
-Adaptive mode (ADBS) moves blocks every ``quota_adapt_interval_s``:
-utilisation = mean decode batch since the last adaptation / sequence cap. A model under
-``adapt_util_threshold`` (0.9) donates (0.95 - utilisation) x quota, but never below the
-blocks it holds now; a model at or above it whose waiting queue is long (>= 1.1 x its mean batch)
-receives donated blocks in proportion to its queue's block demand; what is left (no receiver,
-rounding) goes to the model with the longest queue. The total is conserved exactly.
+Adaptive mode (ADBS, as the original's scheduler does it) moves blocks every
+``quota_adapt_interval_s``. utilisation = mean decode batch since the last adaptation / sequence
+cap. A model under ``adapt_util_threshold`` (0.9) offers max(1, (0.95 - util) x cap) sequences'
+worth of blocks (never blocks it holds now). Each model at or above it whose demand (waiting +
+running requests) is >= 1.1 x its mean batch, busiest first, grows by min(max(1, 10% of its mean
+batch), demand - mean batch) sequences, taken from the offers in proportion to their size; donors
+lose only what is taken. Finally the blocks that form no whole sequence in any model's quota
+("fragments") are pooled and given, a sequence at a time, to the models with the longest waiting
+queues. The total is conserved exactly.
 """
 
 from __future__ import annotations
@@ -79,8 +82,9 @@ class QuotaManager:
     def utilisation(self, model_id: int) -> float:
         return self.mean_batch(model_id) / self.seq_cap(model_id)
 
-    def maybe_adapt(self, now_s: float, queue_lens: Mapping[int, int]) -> bool:
-        """Adapt when an interval has passed since the last adaptation (or the first call)."""
+    def due(self, now_s: float) -> bool:
+        """True when an adaptation is due (adaptive mode, an interval after the last one; the
+        first call only starts the clock)."""
         if self.mode != "adaptive":
             return False
         if self._last_adapt_s is None:
@@ -89,38 +93,52 @@ class QuotaManager:
         if now_s - self._last_adapt_s < self._cfg.quota_adapt_interval_s:
             return False
         self._last_adapt_s = now_s
-        self.adapt(queue_lens)
         return True
 
-    def adapt(self, queue_lens: Mapping[int, int]) -> None:
-        """One ADBS adaptation step from the decode batches measured since the last one.
-
-        Nothing moves when no model has a waiting queue: no one needs the blocks.
-        """
-        cfg = self._cfg
+    def adapt(self, waiting: Mapping[int, int], running: Mapping[int, int]) -> None:
+        """One ADBS adaptation from the decode batches measured since the last one.
+        ``waiting`` / ``running``: requests per model waiting for a prefill / holding blocks."""
+        cfg, bps = self._cfg, self._blocks_per_seq
         util = {m: self.utilisation(m) for m in self.quotas}
-        queue = {m: queue_lens.get(m, 0) for m in self.quotas}
-        if any(queue.values()):
-            pool = 0
-            for m, u in util.items():
-                if u < cfg.adapt_util_threshold:
-                    give = int((cfg.adapt_donate_target - u) * self.quotas[m])
-                    give = max(0, min(give, self.quotas[m] - self._bm.used_blocks(m)))
-                    self.quotas[m] -= give
-                    pool += give
-            demand = {m: queue[m] * self._blocks_per_seq[m] for m, u in util.items()
-                      if u >= cfg.adapt_util_threshold and queue[m] > 0
-                      and queue[m] >= cfg.adapt_queue_factor * self.mean_batch(m)}
-            total_demand = sum(demand.values())
-            given = 0
-            for m, d in demand.items():
-                self.quotas[m] += pool * d // total_demand
-                given += pool * d // total_demand
-            longest = max(self.quotas, key=lambda m: (queue[m], -m))
-            self.quotas[longest] += pool - given
+        offer: dict[int, int] = {}
+        for m, u in util.items():
+            if u < cfg.adapt_util_threshold:
+                seqs = max(1, int((cfg.adapt_donate_target - u) * self.seq_cap(m)))
+                offer[m] = max(0, min(seqs * bps[m], self.quotas[m] - self._bm.used_blocks(m)))
+        total_offer = sum(offer.values())
+        taken = dict.fromkeys(offer, 0)
+        busiest = sorted((m for m, u in util.items() if u >= cfg.adapt_util_threshold),
+                         key=lambda m: (-util[m], m))
+        for m in busiest:
+            mean, demand = self.mean_batch(m), waiting.get(m, 0) + running.get(m, 0)
+            if not total_offer or demand < cfg.adapt_queue_factor * mean:
+                continue
+            want = min(max(1, int(0.1 * mean)), int(demand - mean)) * bps[m]
+            for d in offer:
+                got = min(want * offer[d] // total_offer, offer[d] - taken[d])
+                taken[d] += got
+                self.quotas[d] -= got
+                self.quotas[m] += got
+        self._give_fragments(waiting)
         self._batch_sum = dict.fromkeys(self.quotas, 0)
         self._steps = dict.fromkeys(self.quotas, 0)
         self.num_adaptations += 1
+
+    def _give_fragments(self, waiting: Mapping[int, int]) -> None:
+        """Pool the blocks that make no whole sequence of any model's quota and hand them out, a
+        sequence at a time, to the models with the longest waiting queues."""
+        pool = 0
+        for m, q in self.quotas.items():
+            frag = min(q % self._blocks_per_seq[m], q - self._bm.used_blocks(m))
+            if frag > 0:
+                self.quotas[m] -= frag
+                pool += frag
+        longest = sorted(self.quotas, key=lambda m: (-waiting.get(m, 0), m))
+        for m in longest:
+            seqs = pool // self._blocks_per_seq[m]
+            self.quotas[m] += seqs * self._blocks_per_seq[m]
+            pool -= seqs * self._blocks_per_seq[m]
+        self.quotas[longest[0]] += pool  # less than one sequence of anyone: keep the sum exact
 
     def check_integrity(self) -> None:
         assert sum(self.quotas.values()) == self._bm.num_blocks, (

@@ -108,7 +108,8 @@ class UnitScheduler:
     # ---- scheduling -----------------------------------------------------------------------
     def schedule(self, now_s: float) -> list[Job]:
         """Jobs to START now (may be empty); their KV blocks are allocated. May preempt."""
-        self.quota.maybe_adapt(now_s, self.queue_lens())
+        if self.quota.due(now_s):
+            self.quota.adapt(self.queue_lens(), {m: len(a) for m, a in self.table.active.items()})
         jobs = self.spec.round(self)
         if self.config.integrity_checks and not self.ledger.running:
             self.check_integrity()
