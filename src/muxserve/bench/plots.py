@@ -7,21 +7,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from muxserve.sim.metrics import RequestRecord
-from muxserve.sim.plots import _plt
 
 
 def plot_timeline(records: Sequence[RequestRecord], label: str, out_dir: str | Path) -> Path:
-    plt = _plt()
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for m in dict.fromkeys(r.model for r in records):
-        ok = [r for r in records if r.model == m and r.finish_s is not None]
+        ok = [(r.arrival_s, r.finish_s, r.first_token_s or r.finish_s) for r in records
+              if r.model == m and r.finish_s is not None]
         bad = [r for r in records if r.model == m and r.finish_s is None]
-        pts = ax1.plot([r.arrival_s for r in ok], [r.finish_s - r.arrival_s for r in ok],
-                       ".", label=m)
-        ax2.plot([r.arrival_s for r in ok], [(r.first_token_s or r.finish_s) - r.arrival_s
-                                             for r in ok], ".", color=pts[0].get_color())
+        pts = ax1.plot([a for a, _, _ in ok], [f - a for a, f, _ in ok], ".", label=m)
+        ax2.plot([a for a, _, _ in ok], [t - a for a, _, t in ok], ".",
+                 color=pts[0].get_color())
         if bad:
             ax1.plot([r.arrival_s for r in bad], [0.0] * len(bad), "x",
                      color=pts[0].get_color(), label=f"{m} errors")

@@ -127,14 +127,15 @@ def measure_baseline(lengths: Mapping[str, tuple[int, int]], targets: Targets,
     async def one_model(client: httpx.AsyncClient, m: str, p: int, o: int
                         ) -> tuple[Outcome | None, str]:
         best: Outcome | None = None
+        best_s = float("inf")
         for k in range(repeats):
             rid = BASELINE_REQ_ID + k
             body = request_body(targets.served_name[m], synthetic_prompt(p, opts.seed, rid), o)
             got = await stream_completion(client, targets.url(m), rid, m, body, opts.timeout_s)
             if got.error or got.finish_s is None:
                 return None, f"{got.error}: {got.detail}"
-            if best is None or got.finish_s - got.send_s < best.finish_s - best.send_s:
-                best = got
+            if got.finish_s - got.send_s < best_s:
+                best, best_s = got, got.finish_s - got.send_s
         return best, ""
 
     async def go() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:

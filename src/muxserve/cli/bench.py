@@ -158,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"bench: warning: no SLO baseline for {m!r}, its request failed: {err}",
                   file=sys.stderr)
         base_src = "measured"
-    if args.slo_baseline and (missing := [m for m in models if m not in baseline]):
+    if args.slo_baseline and baseline and (missing := [m for m in models
+                                                       if m not in baseline]):
         print(f"bench: warning: no SLO baseline for {missing}: their requests count as missing "
               "the SLO", file=sys.stderr)
     from muxserve.bench.progress import LiveProgress
