@@ -82,10 +82,30 @@ def test_decodes_are_held_back_while_a_prefill_waits() -> None:
     ]
 
 
-def test_round_robin_ablation_does_not_hold_back() -> None:
-    loop = decode_holdback_run("round-robin")
-    assert (2.8, 1, "decode", (1,)) in loop.jobs()
-    assert (3.0, 0, "prefill", (2,)) not in loop.jobs()
+def test_fcfs_ablation_holds_decodes_back_too() -> None:
+    # the original "fcfs": its prefill cannot get compute at 2.5 and 2.8 -> no decode starts
+    loop = decode_holdback_run("fcfs")
+    assert (3.0, 0, "prefill", (2,)) in loop.jobs()
+    assert not [j for j in loop.jobs() if 2.5 <= j[0] < 3.0]
+
+
+def strict_turn_run(policy: str) -> list[tuple[float, int]]:
+    # model 0's prefill takes 10 parts, the others' 3: beside a small prefill (3 + 10 > 12) the
+    # big one does not fit, but another small one does
+    models = [UnitModel(0, "big", tiny_arch(), prefill_share=1.0, decode_share=0.1),
+              UnitModel(1, "a", tiny_arch(), prefill_share=0.3, decode_share=0.1),
+              UnitModel(2, "b", tiny_arch(), prefill_share=0.3, decode_share=0.1)]
+    s = unit(models, num_blocks=64, avg_seq_tokens=32, policy=policy)
+    loop = Loop(s)
+    loop.run([req(0, 1, 0.0, out=2), req(1, 0, 0.1, out=2), req(2, 2, 0.2, out=2)])
+    return [(t, m) for t, m, _, _ in loop.jobs(Phase.PREFILL)]
+
+
+def test_adbs_skips_a_model_that_cannot_start_but_round_robin_waits_its_turn() -> None:
+    # 0.1: model 0's turn, its prefill does not fit. ADBS lets model 2 go at 0.2; the
+    # round-robin ablation keeps the turn on model 0 (until 1.0), then model 2 (at 2.0)
+    assert strict_turn_run("muxserve") == [(0.0, 1), (0.2, 2), (1.2, 0)]
+    assert strict_turn_run("round-robin") == [(0.0, 1), (1.0, 0), (2.0, 2)]
 
 
 def test_prefill_token_cap_and_lone_long_prompt() -> None:
@@ -114,12 +134,15 @@ def test_quota_adaptation_moves_blocks_to_the_starving_model() -> None:
     assert sum(s.quota.quotas.values()) == 8
 
 
-def test_fixed_quota_policies_do_not_adapt() -> None:
-    s = unit(two_models(0.5, 0.1), num_blocks=8, avg_seq_tokens=32, policy="round-robin")
-    loop = Loop(s)
-    loop.run([req(0, 0, prompt=4, out=28)] + [req(k, 1, prompt=4, out=20) for k in range(1, 21)],
-             until_s=9.0)
-    assert s.quota.quotas == {0: 4, 1: 4} and s.quota.num_adaptations == 0
+def test_ablations_do_not_use_kv_quotas() -> None:
+    # the original's round-robin and fcfs cap each model by max_num_seqs only
+    for policy in ("round-robin", "fcfs"):
+        s = unit(two_models(0.5, 0.1), num_blocks=8, avg_seq_tokens=32, policy=policy)
+        loop = Loop(s)
+        loop.run([req(0, 0, prompt=4, out=28)]
+                 + [req(k, 1, prompt=4, out=20) for k in range(1, 21)], until_s=9.0)
+        assert s.quota.num_adaptations == 0 and s.quota.seq_cap(1) == 256
+        assert max(len(j.req_ids) for _, j in loop.started if j.model_id == 1) == 7
 
 
 def test_initial_quotas_follow_rate_times_g() -> None:
@@ -145,20 +168,16 @@ def test_a_prefill_blocked_by_memory_does_not_hold_decodes_back() -> None:
 
 
 def fcfs_vs_rr_run(policy: str) -> list[tuple[float, int]]:
-    # prefill 0.7 (7 parts): one prefill at a time; single-token requests
+    # prefill 0.7 (7 parts): one prefill at a time; a 10-token cap: one request per prefill
     models = [UnitModel(i, f"m{i}", tiny_arch(), prefill_share=0.7, decode_share=0.1)
-              for i in range(3)]
+              for i in range(2)]
     s = unit(models, num_blocks=64, avg_seq_tokens=32, prefill_token_cap=10, policy=policy)
     loop = Loop(s)
-    loop.run([req(0, 0, 0.0, out=1), req(1, 2, 0.1, out=1), req(2, 0, 0.2, out=1),
-              req(3, 1, 0.3, out=1)])
+    loop.run([req(0, 0, 0.0, out=1), req(1, 0, 0.0, out=1), req(2, 1, 0.05, out=1)])
     return [(t, m) for t, m, _, _ in loop.jobs()]
 
 
-def test_fcfs_ablation_serves_the_model_ready_longest() -> None:
-    # a model is ready from its oldest request's arrival or its last job's end, whichever is
-    # later: at 1.0 model 2 (ready since 0.1) beats model 1 (0.3); at 2.0 model 1 (0.3) beats
-    # model 0 (its request waits since 0.2, but its last job ended at 1.0)
-    assert fcfs_vs_rr_run("fcfs") == [(0.0, 0), (1.0, 2), (2.0, 1), (3.0, 0)]
-    # round-robin just takes turns after the last model served
-    assert fcfs_vs_rr_run("round-robin") == [(0.0, 0), (1.0, 1), (2.0, 2), (3.0, 0)]
+def test_fcfs_ablation_serves_the_earliest_request() -> None:
+    assert fcfs_vs_rr_run("fcfs") == [(0.0, 0), (1.0, 0), (2.0, 1)]
+    # round-robin takes turns: model 1 is next after model 0
+    assert fcfs_vs_rr_run("round-robin") == [(0.0, 0), (1.0, 1), (2.0, 0)]

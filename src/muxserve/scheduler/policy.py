@@ -2,7 +2,8 @@
 
 A *round* (one schedule() call) is a sequence of passes; a pass walks models in some order and
 tries to start a job of the given phases for each. ``PolicySpec`` bundles a round with the
-quota mode and the compute rules, so every policy is one line of POLICY_SPECS.
+quota mode and the compute rules, so every policy is one line of POLICY_SPECS. The ablations
+follow the original MuxServe scheduler's "roundrobin" and "fcfs" approaches.
 """
 
 from __future__ import annotations
@@ -16,39 +17,98 @@ from muxserve.scheduler.compute import PARTS, parts_of
 from muxserve.types import Phase
 
 PREFILL, DECODE = Phase.PREFILL, Phase.DECODE
+Key = tuple[float, int]  # FCFS key of a request: (arrival_s, req_id)
 
 
 class RoundContext(Protocol):
-    """What a round may use (implemented by UnitScheduler)."""
+    """The primitives a round uses (implemented by UnitScheduler)."""
 
-    def run_pass(self, order: Iterable[int], phases: Sequence[Phase],
-                 rr_key: str | None) -> list[Job]: ...
+    model_ids: list[int]
+    rr_next: dict[str, int]  # round-robin pointers (index into model_ids), by pass name
 
-    def rr_order(self, rr_key: str) -> list[int]: ...
+    def try_start(self, model_id: int, phase: Phase) -> Job | None: ...
 
-    def fcfs_order(self) -> list[int]: ...
+    def blocked_on_compute(self, model_id: int, phase: Phase) -> bool: ...
+
+    def prefill_running(self) -> bool: ...
 
     def prefill_starved(self) -> bool: ...
 
+    def oldest_waiting(self, model_id: int) -> Key | None: ...
+
+    def oldest_running(self, model_id: int) -> Key | None: ...
+
+    def ready_since_s(self, model_id: int) -> float | None: ...
+
+
+def run_pass(s: RoundContext, order: Iterable[int], phases: Sequence[Phase],
+             rr_key: str | None = None, strict: bool = False) -> list[Job]:
+    """Try each model's job(s) in ``order``. A round-robin pass moves its pointer past the last
+    model served; a strict pass stops at the first ready job that compute cannot fit (and a
+    round-robin pointer then stays on that model: it is still its turn)."""
+    jobs = []
+    for m in order:
+        for phase in phases:
+            job = s.try_start(m, phase)
+            if job is not None:
+                jobs.append(job)
+                if rr_key is not None:
+                    s.rr_next[rr_key] = (s.model_ids.index(m) + 1) % len(s.model_ids)
+            elif strict and s.blocked_on_compute(m, phase):
+                if rr_key is not None:
+                    s.rr_next[rr_key] = s.model_ids.index(m)
+                return jobs
+    return jobs
+
+
+def rr_order(s: RoundContext, rr_key: str) -> list[int]:
+    i = s.rr_next.get(rr_key, 0)
+    return s.model_ids[i:] + s.model_ids[:i]
+
+
+def by_key(s: RoundContext, key: Callable[[int], Key | float | None]) -> list[int]:
+    """Models that have a key, smallest first (ties: model order)."""
+    keyed = [(k, i, m) for i, m in enumerate(s.model_ids) if (k := key(m)) is not None]
+    return [m for *_, m in sorted(keyed)]
+
 
 def adbs_round(s: RoundContext) -> list[Job]:
-    """MuxServe ADBS: prefills first, round-robin; while a prefill waits for compute and none runs,
-    hold back new decodes; otherwise decodes round-robin over models whose share fits."""
-    jobs = s.run_pass(s.rr_order("prefill"), (PREFILL,), "prefill")
+    """MuxServe ADBS: prefills first, round-robin (a model that cannot start is skipped); while a
+    prefill waits for compute and none runs, hold back new decodes; otherwise decodes
+    round-robin over models whose share fits."""
+    jobs = run_pass(s, rr_order(s, "prefill"), (PREFILL,), "prefill")
     if s.prefill_starved():
         return jobs
-    return jobs + s.run_pass(s.rr_order("decode"), (DECODE,), "decode")
+    return jobs + run_pass(s, rr_order(s, "decode"), (DECODE,), "decode")
 
 
 def round_robin_round(s: RoundContext) -> list[Job]:
-    """Ablation: plain round-robin over models, each taking a prefill (if it has one) then a
-    decode; no prefill priority across models, no hold-back."""
-    return s.run_pass(s.rr_order("model"), (PREFILL, DECODE), "model")
+    """Ablation (the original's "roundrobin"): ADBS's round with strict prefill turns: when the
+    model whose turn it is cannot get compute for its prefill, no later model's prefill starts.
+    Used without KV quotas (each model capped by its max_num_seqs only)."""
+    jobs = run_pass(s, rr_order(s, "prefill"), (PREFILL,), "prefill", strict=True)
+    if s.prefill_starved():
+        return jobs
+    return jobs + run_pass(s, rr_order(s, "decode"), (DECODE,), "decode")
 
 
 def fcfs_round(s: RoundContext) -> list[Job]:
-    """Ablation / temporal: FCFS over models (the one ready longest first), prefill first."""
-    return s.run_pass(s.fcfs_order(), (PREFILL, DECODE), None)
+    """Ablation (the original's "fcfs"): one prefill at a time in the unit, for the model with
+    the earliest waiting request; if it cannot get compute, nothing else starts; then decodes
+    in order of each model's oldest running request, stopping at the first that does not fit."""
+    jobs: list[Job] = []
+    if not s.prefill_running():
+        first = by_key(s, s.oldest_waiting)[:1]
+        jobs = run_pass(s, first, (PREFILL,), strict=True)
+        if first and not jobs and s.blocked_on_compute(first[0], PREFILL):
+            return jobs
+    return jobs + run_pass(s, by_key(s, s.oldest_running), (DECODE,), strict=True)
+
+
+def temporal_round(s: RoundContext) -> list[Job]:
+    """Temporal multiplexing: FCFS over models (the one ready longest first), prefill first
+    within a model; with max_jobs=1 exactly one job runs on the whole unit."""
+    return run_pass(s, by_key(s, s.ready_since_s), (PREFILL, DECODE))
 
 
 @dataclass(frozen=True)
@@ -64,11 +124,12 @@ class PolicySpec:
 
 POLICY_SPECS: dict[str, PolicySpec] = {
     "muxserve": PolicySpec(adbs_round, "adaptive", "model"),
-    "round-robin": PolicySpec(round_robin_round, "fixed", "model"),
-    "fcfs": PolicySpec(fcfs_round, "fixed", "model"),
-    "spatial": PolicySpec(round_robin_round, "fixed", "partition", one_job_per_model=True,
+    "round-robin": PolicySpec(round_robin_round, "none", "model"),
+    "fcfs": PolicySpec(fcfs_round, "none", "model"),
+    # each model alone on its slice, vLLM-like: prefill first, one job at a time
+    "spatial": PolicySpec(temporal_round, "fixed", "partition", one_job_per_model=True,
                           oversubscribe=False),
-    "temporal": PolicySpec(fcfs_round, "none", "whole", one_job_per_model=True, max_jobs=1,
+    "temporal": PolicySpec(temporal_round, "none", "whole", one_job_per_model=True, max_jobs=1,
                            oversubscribe=False),
 }
 

@@ -15,7 +15,7 @@ its block table already has room for position prompt + n - 1 when the job starts
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from muxserve.kvcache.block_manager import BlockManager
 from muxserve.scheduler.api import (
@@ -62,8 +62,8 @@ class UnitScheduler:
         self._shares = job_shares(self.spec, models)
         self.ledger = ComputeLedger(capacity_parts(self.spec, config, self._shares),
                                     self.spec.one_job_per_model, self.spec.max_jobs)
-        self._order = ids
-        self._rr: dict[str, int] = {}
+        self.model_ids = ids
+        self.rr_next: dict[str, int] = {}
         self._next_job_id = 0
         self._last_end_s: dict[int, float] = {}
         self._batches: dict[int, list[ReqState]] = {}  # prefill job_id -> its requests
@@ -115,49 +115,53 @@ class UnitScheduler:
             self.check_integrity()
         return jobs
 
-    def run_pass(self, order: Iterable[int], phases: Sequence[Phase],
-                 rr_key: str | None) -> list[Job]:
-        jobs = []
-        for m in order:
-            for phase in phases:
-                job = self._try_start(m, phase)
-                if job is not None:
-                    jobs.append(job)
-                    if rr_key is not None:
-                        self._rr[rr_key] = (self._order.index(m) + 1) % len(self._order)
-        return jobs
-
-    def rr_order(self, rr_key: str) -> list[int]:
-        i = self._rr.get(rr_key, 0)
-        return self._order[i:] + self._order[:i]
-
-    def fcfs_order(self) -> list[int]:
-        """Models with pending work, the one ready longest first: a model is ready from its
-        oldest pending request's arrival or its previous job's end, whichever is later (FCFS
-        over jobs, so a model that just ran queues behind the others)."""
-        keyed = []
-        for m in self._order:
-            key = self._oldest_pending_key(m)
-            if key is not None:
-                keyed.append((max(key[0], self._last_end_s.get(m, key[0])), key, m))
-        return [m for *_, m in sorted(keyed)]
-
-    def _oldest_pending_key(self, m: int) -> tuple[float, int] | None:
-        # O(1): the head of each queue (admission and joining are FCFS, so heads are oldest)
-        group, waiting = self.groups[m], self.table.waiting[m]
-        heads = [q[0].key for q in (waiting, group.joiners) if q]
-        if group.members and not group.in_flight:
-            heads.append(next(iter(group.members.values())).key)
-        return min(heads) if heads else None
+    # ---- primitives of the policy rounds (policy.RoundContext) -----------------------------
+    def prefill_running(self) -> bool:
+        return self.ledger.any_running(Phase.PREFILL)
 
     def prefill_starved(self) -> bool:
         """A prefill could start but for compute, and no prefill runs: hold decodes back."""
         if self.ledger.any_running(Phase.PREFILL):
             return False
-        return any(prefill_ready(self.table, self.bm, m, self.quota.seq_cap(m))
-                   for m in self._order)
+        return any(self._has_work(m, Phase.PREFILL) for m in self.model_ids)
 
-    def _try_start(self, m: int, phase: Phase) -> Job | None:
+    def _has_work(self, m: int, phase: Phase) -> bool:
+        """A job of (m, phase) could start now if compute allowed it."""
+        if phase is Phase.PREFILL:
+            return prefill_ready(self.table, self.bm, m, self.quota.seq_cap(m))
+        group = self.groups[m]
+        return bool(group.members or group.joiners)
+
+    def blocked_on_compute(self, m: int, phase: Phase) -> bool:
+        """(m, phase) has work and is not running, but its share does not fit now."""
+        return (not self.ledger.busy(m, phase) and self._has_work(m, phase)
+                and not self.ledger.has_room(self._shares[(m, phase)]))
+
+    def oldest_waiting(self, m: int) -> tuple[float, int] | None:
+        waiting = self.table.waiting[m]
+        return waiting[0].key if waiting else None
+
+    def oldest_running(self, m: int) -> tuple[float, int] | None:
+        """The decode group's oldest request (by joining: O(1)), if it could decode now."""
+        group = self.groups[m]
+        if group.in_flight:
+            return None
+        heads = [group.joiners[0].key] if group.joiners else []
+        if group.members:
+            heads.append(next(iter(group.members.values())).key)
+        return min(heads) if heads else None
+
+    def ready_since_s(self, m: int) -> float | None:
+        """When the model became ready for its next job: its oldest pending request's arrival
+        or its previous job's end, whichever is later (FCFS over jobs: a model that just ran
+        queues behind the others)."""
+        keys = [k for k in (self.oldest_waiting(m), self.oldest_running(m)) if k is not None]
+        if not keys:
+            return None
+        oldest = min(keys)[0]
+        return max(oldest, self._last_end_s.get(m, oldest))
+
+    def try_start(self, m: int, phase: Phase) -> Job | None:
         prefill = phase is Phase.PREFILL
         group = self.groups[m]
         if not self.table.waiting[m] if prefill else not (group.members or group.joiners):
