@@ -27,8 +27,10 @@ def test_proportional_split_is_exact() -> None:
 
 
 def test_seq_caps_from_quotas() -> None:
-    q, _ = manager(100, [1.0, 3.0])
-    assert q.quotas == {0: 25, 1: 75} and (q.seq_cap(0), q.seq_cap(1)) == (25, 50)  # max_num_seqs
+    q, _ = manager(100, [1.0, 3.0])  # max_num_seqs 50: ADBS replaces it by the quota's cap
+    assert q.quotas == {0: 25, 1: 75} and (q.seq_cap(0), q.seq_cap(1)) == (25, 75)
+    fixed, _ = manager(100, [1.0, 3.0], mode="fixed")
+    assert (fixed.seq_cap(0), fixed.seq_cap(1)) == (25, 50)
     none, _ = manager(100, [1.0, 3.0], mode="none")
     assert none.seq_cap(0) == 50
 

@@ -63,7 +63,7 @@ def test_early_finish_named_by_the_result_frees_blocks() -> None:
 
 
 def test_abort_waiting_running_and_in_flight() -> None:
-    s = unit(one_model(max_num_seqs=2), num_blocks=10, avg_seq_tokens=32)
+    s = unit(one_model(), num_blocks=10, avg_seq_tokens=160)  # 5 blocks a sequence: cap 2
     for i in range(4):
         s.add_request(req(i, out=5), 0.0)
     (prefill,) = s.schedule(0.0)

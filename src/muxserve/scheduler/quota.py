@@ -65,11 +65,17 @@ class QuotaManager:
         self.num_adaptations = 0
 
     def seq_cap(self, model_id: int) -> int:
-        """Most sequences the model may hold at once (>= 1, so a lone request always runs)."""
+        """Most sequences the model may hold at once (>= 1, so a lone request always runs).
+
+        adaptive: quota // blocks per average sequence (like the original ADBS, this replaces
+        the placement's max_num_seqs); fixed: also at most max_num_seqs; none: max_num_seqs.
+        """
         if self.mode == "none":
             return self._max_seqs[model_id]
         cap = self.quotas[model_id] // self._blocks_per_seq[model_id]
-        return max(1, min(self._max_seqs[model_id], cap))
+        if self.mode == "fixed":
+            cap = min(self._max_seqs[model_id], cap)
+        return max(1, cap)
 
     def record_decode(self, model_id: int, batch: int) -> None:
         self._batch_sum[model_id] += batch
