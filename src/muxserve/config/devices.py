@@ -26,11 +26,12 @@ DEVICE_PRESETS: dict[str, DeviceSpec] = {
     "h200": DeviceSpec("h200", 141 * GIB, 132, 989e12, 4.8e12),
     "l40s": DeviceSpec("l40s", 48 * GIB, 142, 362e12, 0.864e12),
     # This machine (2-core x86_64 Xeon, 2.6 GHz, AVX-512 + AMX, 24 GiB), MEASURED, not guessed:
-    # fp32 numpy matmul FLOP/s with 2 BLAS threads (numpy has no bf16 matmul) and copy bandwidth
-    # of 2 processes (read + write bytes); best over 3 runs (--repeats 5, 10, 10) of
-    #   .venv/bin/python benchmarks/measure_cpu.py --repeats 10       (2026-11-25, 13:50-13:57 UTC)
-    # while the 2 cores were shared (load ~5-7), so both are lower bounds of an idle machine.
-    "cpu-2core": DeviceSpec("cpu-2core", 24 * GIB, 2, 68.3e9, 13.54e9, kind="cpu"),
+    #   nice .venv/bin/python benchmarks/measure_cpu.py --repeats 10   (2026-11-25 14:07 UTC)
+    # the least contended of 4 runs (load 3.2; the others ran at load 5-7 and got 2-3x less).
+    # peak_flops: fp32 numpy matmul (numpy has no bf16 matmul), the best row: 1 BLAS thread
+    # reached 172.9 GFLOP/s, 2 threads 111.3 (the other core was busy), so the idle 2-core peak
+    # is higher still. Bandwidth: 2 processes copying, read + write bytes (1 process: 23.8 GB/s).
+    "cpu-2core": DeviceSpec("cpu-2core", 24 * GIB, 2, 172.9e9, 26.87e9, kind="cpu"),
 }
 
 
