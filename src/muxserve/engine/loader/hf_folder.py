@@ -79,8 +79,9 @@ def read_hf_tokenizer(folder: Path, arch: ModelArch) -> Tokenizer:
     for source in (cfg, _read_json(gen) if gen.is_file() else {}):
         value = source.get("eos_token_id")
         eos_ids.update(value if isinstance(value, list) else [] if value is None else [value])
-    if arch.family == "gemma3" and backend.token_to_id("<end_of_turn>") is not None:
-        eos_ids.add(backend.token_to_id("<end_of_turn>"))
+    end_of_turn = backend.token_to_id("<end_of_turn>")
+    if arch.family == "gemma3" and end_of_turn is not None:
+        eos_ids.add(end_of_turn)
     add_bos = tcfg.get("add_bos_token")
     if add_bos is None:  # whatever the tokenizer.json's own post-processor does
         probe = backend.encode("a", add_special_tokens=True).ids
@@ -95,8 +96,9 @@ def read_hf_tokenizer(folder: Path, arch: ModelArch) -> Tokenizer:
 def _token_id(backend: tokenizers.Tokenizer, token: Any, fallback: Any) -> int | None:
     if isinstance(token, dict):  # {"content": "<s>", ...}
         token = token.get("content")
-    if isinstance(token, str) and backend.token_to_id(token) is not None:
-        return int(backend.token_to_id(token))
+    token_id = backend.token_to_id(token) if isinstance(token, str) else None
+    if token_id is not None:
+        return int(token_id)
     if isinstance(fallback, list):
         fallback = fallback[0] if fallback else None
     return int(fallback) if fallback is not None else None

@@ -84,9 +84,10 @@ def _byte_level_bpe(meta: dict[str, Any]) -> Tokenizer:
 
 def _sentencepiece_bpe(meta: dict[str, Any], gemma: bool) -> Tokenizer:
     tokens = list(meta["tokens"])
+    rank: dict[str, float]
     if gemma:
         tokens = [SPIECE_SPACE * len(t) if " " in t and not t.strip() else t for t in tokens]
-        rank = {t: -i for i, t in enumerate(tokens)}
+        rank = {t: float(-i) for i, t in enumerate(tokens)}
     else:
         rank = dict(zip(tokens, (float(s) for s in meta["scores"]), strict=True))
     vocab = {t: i for i, t in enumerate(tokens)}
