@@ -124,7 +124,8 @@ class SchedulerConfig:
         parts of 10%).
     quota_adapt_interval_s: how often ADBS moves KV quota between models.
     avg_seq_tokens: average sequence length (prompt + output) used to turn a model's KV block
-        quota into a cap on its concurrent sequences.
+        quota into a cap on its concurrent sequences (416 = the original's ShareGPT default; set
+        it from the workload when known, as the original does).
     adapt_util_threshold / adapt_donate_target / adapt_queue_factor: ADBS adaptation constants
         (0.9, 0.95, 1.1 in MuxServe).
     integrity_checks: run check_integrity() whenever the unit has no running job (tests and
@@ -135,7 +136,7 @@ class SchedulerConfig:
     prefill_token_cap: int = 2048
     oversubscription: float = 0.2
     quota_adapt_interval_s: float = 8.0
-    avg_seq_tokens: int = 512
+    avg_seq_tokens: int = 416
     adapt_util_threshold: float = 0.9
     adapt_donate_target: float = 0.95
     adapt_queue_factor: float = 1.1
