@@ -1,13 +1,17 @@
 """Paged attention over the head-wise KV pool.
 
-Per model batch (one `execute` call) we build, once, integer row indices into the pool seen as
-rows of head_dim elements (`pool.view(head_dim).view(-1, head_dim)`): row
-`(block * 2 + kv) * tokens_per_block + offset` holds K (kv=0) or V (kv=1) of one token of one
-(layer, KV head). Per layer the attention then costs:
+The pool's storage seen by one model: [num_blocks, 2, tpb, D] (tpb = tokens_per_block), i.e.
+`num_blocks * 2` contiguous half-blocks of tpb * D elements, K (kv=0) then V (kv=1) of tpb tokens
+of one (layer, KV head). Per model batch (one `execute` call) we build, once, integer indices
+shared by all layers' shapes; per layer the attention then costs:
 
-  1. one `index_copy_` writing K/V of all new tokens and heads through `write_rows[layer]`;
-  2. one `index_select` gathering K/V of every sequence's whole context through
-     `read_rows[layer]` into a reused buffer [B, 2, H_kv, C, D] (C = longest context);
+  1. one `index_copy_` writing K/V of all new tokens and heads into pool rows of D elements,
+     row `(block * 2 + kv) * tpb + offset`, through `write_rows[layer]`;
+  2. one `index_select` gathering every sequence's K/V half-blocks through `read_blocks[layer]`
+     into a reused buffer [B, 2, H_kv, NB * tpb, D] (NB = most token-blocks of any sequence).
+     Whole half-blocks are contiguous runs of tpb * D elements, so this runs at memcpy speed and
+     its index is small (L * B * 2 * H_kv * NB entries); per-row indices were ~30x larger to
+     build. Keys past the longest context are sliced off as a view, never attended;
   3. one `scaled_dot_product_attention` with a boolean mask (causal, padding and, for
      sliding-window layers, the window).
 
@@ -44,7 +48,7 @@ class AttnBatch:
 
     positions: torch.Tensor      # [T] absolute position of each new token (for RoPE)
     write_rows: torch.Tensor     # [L, T * 2 * H_kv] pool rows of new K/V, source order [T, 2, H_kv]
-    read_rows: torch.Tensor      # [L, B * 2 * H_kv * C] pool rows of context K/V
+    read_blocks: torch.Tensor    # [L, B * 2 * H_kv * NB] pool half-blocks (block * 2 + kv)
     q_index: torch.Tensor | None  # [B * S] token of each padded query slot (None: S == 1)
     out_index: torch.Tensor | None  # [T] padded slot of each token (None: S == 1)
     mask: torch.Tensor           # [B, 1, S * G, C] bool, True = attend (causal + padding)
@@ -53,6 +57,7 @@ class AttnBatch:
     num_seqs: int
     max_new: int                 # S
     max_context: int             # C
+    max_blocks: int              # NB: token-blocks of the longest context
 
 
 def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list[list[int]]],
@@ -94,10 +99,9 @@ def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list
     # write_rows[l, t, kv, h] = (block * 2 + kv) * tpb + pos % tpb
     blk = table[seq_of_tok, positions // tpb].view(-1, L, H).transpose(0, 1)  # [L, T, H]
     write = blk.unsqueeze(2) * (2 * tpb) + kv_off + (positions % tpb).view(1, -1, 1, 1)
-    # read_rows[l, b, kv, h, j] for j < C: block-level bases plus offsets within the block
-    base = table.view(B, NB, L, H).permute(2, 0, 3, 1).unsqueeze(2) * (2 * tpb)  # [L,B,1,H,NB]
-    base = base + kv_off.view(1, 1, 2, 1, 1)                                       # [L,B,2,H,NB]
-    read = (base.unsqueeze(-1) + torch.arange(tpb)).reshape(L, B, 2, H, NB * tpb)[..., :C]
+    # read_blocks[l, b, kv, h, n] = table[b, n, l * H + h] * 2 + kv
+    halves = table.view(B, NB, L, H).permute(2, 0, 3, 1).unsqueeze(2) * 2          # [L,B,1,H,NB]
+    read = halves + torch.arange(2).view(1, 1, 2, 1, 1)                            # [L,B,2,H,NB]
 
     # masks over the padded query slots [B, S] x keys [C]
     q_slot = torch.arange(S).view(1, S)
@@ -115,10 +119,10 @@ def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list
         q_index = (first_tok.view(B, 1) + q_valid).reshape(-1)
         out_index = seq_of_tok * S + idx_in_seq
     return AttnBatch(
-        positions=positions, write_rows=write.reshape(L, -1), read_rows=read.reshape(L, -1),
+        positions=positions, write_rows=write.reshape(L, -1), read_blocks=read.reshape(L, -1),
         q_index=q_index, out_index=out_index, mask=per_head(mask),
         local_mask=None if local is None else per_head(local),
-        last_index=first_tok + n_t - 1, num_seqs=B, max_new=S, max_context=C)
+        last_index=first_tok + n_t - 1, num_seqs=B, max_new=S, max_context=C, max_blocks=NB)
 
 
 class PagedAttention:
@@ -128,17 +132,19 @@ class PagedAttention:
                  scale: float) -> None:
         self.H, self.D = layout.num_kv_heads, layout.head_dim
         self.G = num_q_heads // self.H
+        self.tpb = layout.tokens_per_block
         self.scale = scale
-        self.rows = pool_storage.view(-1, self.D)  # [num_blocks * 2 * tpb, D]
+        self.rows = pool_storage.view(-1, self.D)                 # [num_blocks * 2 * tpb, D]
+        self.halves = pool_storage.view(-1, self.tpb * self.D)    # [num_blocks * 2, tpb * D]
         self._buf = torch.empty(0, dtype=pool_storage.dtype)
 
     def gather_buffer(self, batch: AttnBatch) -> torch.Tensor:
-        """[B, 2, H_kv, C, D] view of a buffer reused across layers and calls."""
-        shape = (batch.num_seqs, 2, self.H, batch.max_context, self.D)
-        n = batch.num_seqs * 2 * self.H * batch.max_context * self.D
+        """[B, 2, H_kv, NB * tpb, D] view of a buffer reused across layers and calls."""
+        B, NB = batch.num_seqs, batch.max_blocks
+        n = B * 2 * self.H * NB * self.tpb * self.D
         if self._buf.numel() < n:
             self._buf = torch.empty(n, dtype=self.rows.dtype)
-        return self._buf[:n].view(shape)
+        return self._buf[:n].view(B, 2, self.H, NB * self.tpb, self.D)
 
     def __call__(self, q: torch.Tensor, kv_new: torch.Tensor, layer: int, batch: AttnBatch,
                  buf: torch.Tensor, local: bool) -> torch.Tensor:
@@ -149,8 +155,10 @@ class PagedAttention:
         T = q.shape[0]
         B, S, H, G, D = batch.num_seqs, batch.max_new, self.H, self.G, self.D
         self.rows.index_copy_(0, batch.write_rows[layer], kv_new.reshape(-1, D))
-        torch.index_select(self.rows, 0, batch.read_rows[layer], out=buf.view(-1, D))
-        k, v = buf[:, 0], buf[:, 1]                               # [B, H_kv, C, D]
+        torch.index_select(self.halves, 0, batch.read_blocks[layer],
+                           out=buf.view(-1, self.tpb * D))
+        C = batch.max_context
+        k, v = buf[:, 0, :, :C], buf[:, 1, :, :C]                 # [B, H_kv, C, D] views
         mask = batch.local_mask if local and batch.local_mask is not None else batch.mask
         if batch.q_index is None:                                 # decode: S == 1, T == B
             qh = q.view(B, H, G, D)                               # [B, H_kv, G, D]

@@ -48,17 +48,13 @@ class Weights:
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Llama RMSNorm as HF computes it: normalise in fp32, cast back, then scale in x's dtype."""
-    if x.dtype == torch.float32:
-        return F.rms_norm(x, weight.shape, weight, eps)
-    return F.rms_norm(x.float(), weight.shape, None, eps).to(x.dtype) * weight
+    """RMSNorm over the last dim, scaled by weight (same dtype as x).
 
-
-def rms_norm_fp32_scale(x: torch.Tensor, scale_fp32: torch.Tensor, eps: float) -> torch.Tensor:
-    """Gemma RMSNorm: normalise and scale by (1 + w) in fp32 (scale_fp32 = 1 + w), cast back."""
-    if x.dtype == torch.float32:
-        return F.rms_norm(x, scale_fp32.shape, scale_fp32, eps)
-    return F.rms_norm(x.float(), scale_fp32.shape, scale_fp32, eps).to(x.dtype)
+    torch's kernel accumulates in fp32 for bf16 inputs and rounds once at the end; HF's Llama
+    rounds to bf16 before multiplying by the weight: the two differ by one bf16 rounding.
+    Gemma passes weight = 1 + w (HF: x * (1 + w) computed in fp32, then cast).
+    """
+    return F.rms_norm(x, weight.shape, weight, eps)
 
 
 def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:

@@ -17,7 +17,7 @@ from muxserve.engine.models.common import (
     apply_rope,
     gated_mlp,
     gelu_tanh,
-    rms_norm_fp32_scale,
+    rms_norm,
     rope_cos_sin,
     rope_inv_freq,
 )
@@ -25,7 +25,7 @@ from muxserve.engine.models.common import (
 
 @dataclass(frozen=True)
 class Gemma3Layer:
-    # norm scales are 1 + w in fp32: HF's Gemma3RMSNorm scales in fp32 before casting back
+    # norm scales are 1 + w (in the compute dtype)
     input_norm: torch.Tensor  # [hidden]
     qkv: torch.Tensor         # [(H_q + 2 H_kv) * D, hidden]
     qk_norm: torch.Tensor     # [H_q + H_kv, D]: q_norm for query heads, k_norm for KV heads
@@ -70,7 +70,8 @@ class Gemma3Model:
 
     @staticmethod
     def _scale(w: Weights, name: str) -> torch.Tensor:
-        return 1.0 + w.get(name, torch.float32)
+        # HF's Gemma3RMSNorm scales by (1 + w), w stored without the +1 (the loader removes it)
+        return (1.0 + w.get(name, torch.float32)).to(w.dtype)
 
     def forward(self, tokens: torch.Tensor, batch: AttnBatch, attn: PagedAttention
                 ) -> torch.Tensor:
@@ -86,21 +87,20 @@ class Gemma3Model:
                 True: rope_cos_sin(batch.positions, self.inv_freq_local, self.dtype)}
         buf = attn.gather_buffer(batch)
         for i, w in enumerate(self.layers):
-            h = rms_norm_fp32_scale(x, w.input_norm, eps)
+            h = rms_norm(x, w.input_norm, eps)
             qkv = F.linear(h, w.qkv).view(T, Hq + 2 * Hkv, D)
             qk = _head_norm(qkv[:, :Hq + Hkv], w.qk_norm, eps)     # [T, H_q + H_kv, D]
             cos, sin = rope[w.local]
             qk = apply_rope(qk, cos, sin)
             kv = torch.cat((qk[:, Hq:], qkv[:, Hq + Hkv:]), 1)      # [T, 2 * H_kv, D]
             o = attn(qk[:, :Hq], kv, i, batch, buf, local=w.local)  # [T, H_q * D]
-            x = x + rms_norm_fp32_scale(F.linear(o, w.o), w.post_attn_norm, eps)
-            h = rms_norm_fp32_scale(x, w.pre_ff_norm, eps)
-            x = x + rms_norm_fp32_scale(gated_mlp(h, w.gate_up, w.down, gelu_tanh),
-                                        w.post_ff_norm, eps)
-        x = rms_norm_fp32_scale(x.index_select(0, batch.last_index), self.norm, eps)
+            x += rms_norm(F.linear(o, w.o), w.post_attn_norm, eps)
+            h = rms_norm(x, w.pre_ff_norm, eps)
+            x += rms_norm(gated_mlp(h, w.gate_up, w.down, gelu_tanh), w.post_ff_norm, eps)
+        x = rms_norm(x.index_select(0, batch.last_index), self.norm, eps)
         return F.linear(x, self.lm_head).float()                    # [B, vocab]
 
 
-def _head_norm(x: torch.Tensor, scale_fp32: torch.Tensor, eps: float) -> torch.Tensor:
-    """Per-head RMSNorm over D of x [T, heads, D], scaled by scale_fp32 [heads, D] in fp32."""
-    return (F.rms_norm(x.float(), (x.shape[-1],), None, eps) * scale_fp32).to(x.dtype)
+def _head_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-head RMSNorm over D of x [T, heads, D], scaled by scale [heads, D] (q and k differ)."""
+    return F.rms_norm(x, (x.shape[-1],), None, eps) * scale

@@ -71,8 +71,8 @@ class LlamaModel:
             qk = apply_rope(qkv[:, :Hq + Hkv], cos, sin)            # [T, H_q + H_kv, D]
             kv = torch.cat((qk[:, Hq:], qkv[:, Hq + Hkv:]), 1)      # [T, 2 * H_kv, D]
             o = attn(qk[:, :Hq], kv, i, batch, buf, local=self.local[i])    # [T, H_q * D]
-            x = x + F.linear(o, w.o)
+            x += F.linear(o, w.o)
             h = rms_norm(x, w.post_norm, eps)
-            x = x + gated_mlp(h, w.gate_up, w.down, silu)
+            x += gated_mlp(h, w.gate_up, w.down, silu)
         x = rms_norm(x.index_select(0, batch.last_index), self.norm, eps)  # [B, hidden]
         return F.linear(x, self.lm_head).float()                    # [B, vocab]

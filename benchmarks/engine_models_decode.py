@@ -1,0 +1,89 @@
+"""Quick decode throughput of ModelRunner: batch B sequences at context ~C, tokens/s.
+
+Weights are random (timing does not depend on their values), shapes are the real presets.
+Usage: .venv/bin/python benchmarks/engine_models_decode.py [--models smollm2-135m gemma3-270m]
+       [--dtypes float32 bfloat16] [--batch 32] [--context 128] [--steps 32] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from muxserve.config.models import ModelArch, get_model_arch
+from muxserve.engine.kv_pool import KVPool
+from muxserve.engine.model_runner import ModelRunner, SeqInput
+from muxserve.kvcache.block_manager import BlockManager
+
+
+def random_hf_weights(arch: ModelArch, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    h, d, i_sz = arch.hidden_size, arch.head_dim, arch.intermediate_size
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * 0.02
+
+    w = {"model.embed_tokens.weight": r(arch.vocab_size, h), "model.norm.weight": torch.ones(h)}
+    for li in range(arch.num_layers):
+        p = f"model.layers.{li}."
+        w |= {p + "self_attn.q_proj.weight": r(arch.num_heads * d, h),
+              p + "self_attn.k_proj.weight": r(arch.num_kv_heads * d, h),
+              p + "self_attn.v_proj.weight": r(arch.num_kv_heads * d, h),
+              p + "self_attn.o_proj.weight": r(h, arch.num_heads * d),
+              p + "mlp.gate_proj.weight": r(i_sz, h), p + "mlp.up_proj.weight": r(i_sz, h),
+              p + "mlp.down_proj.weight": r(h, i_sz)}
+        for n in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                  "post_feedforward_layernorm"):
+            w[p + n + ".weight"] = torch.zeros(h)
+        w[p + "self_attn.q_norm.weight"] = torch.zeros(d)
+        w[p + "self_attn.k_norm.weight"] = torch.zeros(d)
+    return w
+
+
+def bench(name: str, dtype: torch.dtype, batch: int, context: int, steps: int) -> float:
+    arch = get_model_arch(name)
+    need = batch * -(-(context + steps + 1) // (8192 // (2 * arch.head_dim))) \
+        * arch.num_layers * arch.num_kv_heads
+    bm = BlockManager(need + 16)
+    layout = bm.register_model(0, arch.num_layers, arch.num_kv_heads, arch.head_dim)
+    pool = KVPool(need + 16, dtype=dtype)
+    runner = ModelRunner(arch, random_hf_weights(arch), pool, layout, dtype)
+    g = torch.Generator().manual_seed(1)
+    for s in range(batch):
+        bm.allocate(s, 0, context)
+        ids = torch.randint(0, arch.vocab_size, (context,), generator=g).tolist()
+        runner.execute([SeqInput(ids, 0, bm.block_table(s))])
+    last = [1] * batch
+    t0 = 0.0
+    for step in range(steps + 2):  # two warm-up steps
+        if step == 2:
+            t0 = time.perf_counter()
+        items = []
+        for s in range(batch):
+            bm.append(s, 1)
+            items.append(SeqInput([last[s]], bm.num_tokens(s) - 1, bm.block_table(s)))
+        last = runner.execute(items).argmax(-1).tolist()
+    return batch * steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--context", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    for name in args.models:
+        for dt in args.dtypes:
+            tps = bench(name, getattr(torch, dt), args.batch, args.context, args.steps)
+            print(f"{name:14s} {dt:9s} batch {args.batch} ctx {args.context}: "
+                  f"{tps:7.1f} decode tok/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
