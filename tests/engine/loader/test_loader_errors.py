@@ -109,3 +109,27 @@ def test_unwritable_cache_is_not_fatal_for_random(tmp_path: Path) -> None:
                    cache_dir=blocker)
     assert m.arch.num_layers == 1
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_corrupted_bytes_give_value_error_or_load(tmp_path: Path) -> None:
+    """Overwrite bytes at many places: the load either succeeds (damage inside tensor data
+    cannot be detected without a checksum) or raises a ValueError naming the file."""
+    import random
+
+    full = write_tiny_gguf(tmp_path / "ok.gguf", tiny_arch("gemma3"),
+                           tiny_weights(tiny_arch("gemma3"))).read_bytes()
+    rng = random.Random(0)
+    outcomes = set()
+    for i in range(40):
+        data = bytearray(full)
+        at = rng.randrange(4, len(full) - 8)  # keep the magic: that case is tested above
+        data[at:at + 8] = bytes(rng.randrange(256) for _ in range(8))
+        path = tmp_path / f"bad{i}.gguf"
+        path.write_bytes(bytes(data))
+        try:
+            load_model(path, cache_dir=tmp_path / "cache")
+            outcomes.add("loaded")
+        except ValueError as e:
+            assert f"bad{i}.gguf" in str(e)
+            outcomes.add("error")
+    assert outcomes == {"loaded", "error"}

@@ -160,11 +160,14 @@ def read_weights(reader: GGUFFile, arch: ModelArch, path: Path) -> dict[str, tor
     for t in reader.tensors:
         name = hf_name(t.name, arch.family)
         try:
-            w = gguf.quants.dequantize(t.data, t.tensor_type)
+            with np.errstate(invalid="ignore", over="ignore"):  # reported below as non-finite
+                w = gguf.quants.dequantize(t.data, t.tensor_type)
         except Exception as e:
             raise ValueError(f"{path}: cannot dequantize tensor {t.name!r} "
                              f"({t.tensor_type.name}): {e}") from e
         w = np.asarray(w, dtype=np.float32)
+        if not np.isfinite(w).all():  # a damaged scale byte turns whole blocks into inf/nan
+            raise ValueError(f"{path}: tensor {t.name!r} has non-finite values")
         if arch.family == "llama" and ".attn_q." in t.name:
             w = _unpermute_rows(w, arch.num_heads)
         elif arch.family == "llama" and ".attn_k." in t.name:

@@ -10,6 +10,7 @@ GGUFReader gives, so `gguf.quants.dequantize` returns the same values. Any incon
 
 from __future__ import annotations
 
+import math
 import mmap
 import struct
 from dataclasses import dataclass
@@ -134,7 +135,7 @@ def _tensor(path: Path, data: np.ndarray, start: int, size: int, name: str, raw_
         block, type_size = GGML_QUANT_SIZES[qtype]
     except (ValueError, KeyError):
         raise ValueError(f"{path}: tensor {name!r} has unknown type {raw_type}") from None
-    n_elems = int(np.prod(dims)) if dims else 1
+    n_elems = math.prod(dims)
     shape = tuple(reversed(dims))
     if n_elems % block:
         raise ValueError(f"{path}: tensor {name!r} of {n_elems} elements is not whole "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +44,7 @@ class LoadedModel:
     tokenizer: Tokenizer
 
 
-def load_model(source: str, dtype: torch.dtype = torch.float32,
+def load_model(source: str | os.PathLike[str], dtype: torch.dtype = torch.float32,
                cache_dir: str | Path | None = None) -> LoadedModel:
     """Load `source`: a built-in name (MODEL_SOURCES), a .gguf path, a Hugging Face folder or
     `random:<preset or config.json>[?key=value&...]`.
@@ -56,6 +57,7 @@ def load_model(source: str, dtype: torch.dtype = torch.float32,
     if dtype not in DTYPES:
         raise ValueError(f"unsupported dtype {dtype}; valid: {', '.join(DTYPES.values())}")
     root = cache.cache_root(cache_dir)
+    source = os.fspath(source) if isinstance(source, os.PathLike) else source
     src = resolve_source(source, root)
     if src.kind == "random":
         arch, seed = parse_random_spec(src.spec)
@@ -82,10 +84,16 @@ def _load_gguf_cached(path: Path, name: str, root: Path
     if hit is not None:
         return hit
     reader = open_gguf(path)
-    arch = arch_from_gguf(reader, name, path)
-    weights = read_weights(reader, arch, path)
-    check_weights(weights, arch, origin=str(path))
-    tokenizer = read_tokenizer(reader, arch.family)
+    try:
+        arch = arch_from_gguf(reader, name, path)
+        weights = read_weights(reader, arch, path)
+        check_weights(weights, arch, origin=str(path))
+        tokenizer = read_tokenizer(reader, arch.family)
+    except Exception as e:
+        # inconsistent metadata surfaces as all sorts of errors; the user needs the file name
+        if isinstance(e, ValueError) and str(path) in str(e):
+            raise
+        raise ValueError(f"{path}: cannot load this GGUF file: {e!r}") from e
     try:
         cache.save_entry(entry, weights, arch, tokenizer)
     except OSError as e:  # an unwritable cache slows the next load; it must not fail this one
