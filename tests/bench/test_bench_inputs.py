@@ -20,9 +20,11 @@ from muxserve.bench.workload import (
     cap_lengths,
     rates_from_flags,
     replay_trace,
+    servegen_trace,
     synthetic_prompt,
 )
-from muxserve.sim.workload import TraceRequest, powerlaw_rates
+from muxserve.sim.traces import load_servegen_rates
+from muxserve.sim.workload import LengthSampler, TraceRequest, powerlaw_rates
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
@@ -83,6 +85,23 @@ def test_trace_replay_spreads_requests_by_weight() -> None:
     assert again == trace
     with pytest.raises(ValueError, match="unknown trace 'azure'.*azure-code"):
         replay_trace("azure", ["a"], seed=0)
+
+
+def test_servegen_maps_models_by_popularity_and_scales_rates() -> None:
+    trace, series = servegen_trace(["a", "b"], LengthSampler.fixed(16, 4), seed=1,
+                                   duration_s=300.0, rate_scale=0.001,
+                                   trace_dir=DATA / "traces")
+    assert series == {"a": "language/m-mid", "b": "language/m-small"}
+    rates = load_servegen_rates(DATA / "traces" / "servegen" /
+                                "servegen_model_aggregate_rates.csv")
+    for m, key in series.items():
+        want = rates[key][0] * 0.001 * 300.0  # the first 600 s window's rate, 300 s of it
+        got = sum(r.model == m for r in trace)
+        assert abs(got - want) < 5 * np.sqrt(want) + 1, (m, got, want)
+    assert all(r.arrival_s < 300.0 and r.output_tokens == 4 for r in trace)
+    with pytest.raises(ValueError, match="has 5 models"):
+        servegen_trace(list("abcdef"), LengthSampler.fixed(16, 4), 1, 10.0,
+                       trace_dir=DATA / "traces")
 
 
 def test_caps_clip_lengths_and_none_keeps_the_list() -> None:

@@ -122,6 +122,21 @@ def test_bad_input_exits_2_naming_the_problem(argv: list[str], match: str, tmp_p
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(30)
+def test_preflight_rejects_unserved_models_and_dead_endpoints(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = StubConfig(served=("smollm2-135m",))
+    with StubServer(cfg) as url:
+        argv = ["bench", "--base-url", url, "--models", "smollm2-135m,gemma3-270m",
+                "--max-rate", "1", "-o", str(tmp_path / "r.json"), "--quiet"]
+        assert main(argv) == 2
+    assert "does not serve ['gemma3-270m']; it serves ['smollm2-135m']" in capsys.readouterr().err
+    assert sum(cfg.counts.values()) == 0  # nothing was sent
+    assert main([*argv[:2], "http://127.0.0.1:9", *argv[3:]]) == 2
+    assert "cannot reach http://127.0.0.1:9/v1/models" in capsys.readouterr().err
+
+
 def test_dry_run_sends_nothing_and_counts_requests(tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--base-url", "http://127.0.0.1:9", "--models", "a,b", "--max-rate",

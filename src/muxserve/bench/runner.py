@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from muxserve.bench.client import Outcome, request_body, stream_completion
-from muxserve.bench.targets import Targets
+from muxserve.bench.targets import Targets, models_url
 from muxserve.bench.workload import synthetic_prompt
 from muxserve.sim.workload import TraceRequest
 
@@ -110,6 +110,34 @@ def run_trace(trace: Sequence[TraceRequest], targets: Targets, opts: RunOptions,
     if missing:
         raise ValueError(f"trace has models {missing} without an endpoint")
     return asyncio.run(_run(trace, targets, opts, on_sent, on_done))
+
+
+# ---- before the run: are the endpoints up and do they serve the models? ---------------------
+def preflight(targets: Targets, opts: RunOptions, timeout_s: float = 10.0) -> None:
+    """GET /v1/models once per endpoint; ValueError when one is unreachable or lists models but
+    not ours (every request would fail). An endpoint without /v1/models passes."""
+    by_url: dict[str, list[str]] = {}
+    for m, url in targets.base_url.items():
+        by_url.setdefault(url, []).append(targets.served_name[m])
+    headers = {"Authorization": f"Bearer {opts.api_key}"} if opts.api_key else {}
+    with httpx.Client(headers=headers, timeout=timeout_s) as client:
+        for url, names in by_url.items():
+            listing = models_url(url)
+            try:
+                resp = client.get(listing)
+            except httpx.TransportError as e:
+                raise ValueError(f"cannot reach {listing}: {e!r} (is the server up? "
+                                 "--no-preflight skips this check)") from None
+            if resp.status_code != 200:
+                continue
+            try:
+                listed = {str(d.get("id")) for d in resp.json().get("data") or ()}
+            except (ValueError, AttributeError):
+                continue
+            missing = [n for n in names if listed and n not in listed]
+            if missing:
+                raise ValueError(f"{url} does not serve {missing}; it serves {sorted(listed)} "
+                                 "(map names with --served-name MODEL=NAME)")
 
 
 # ---- the SLO baseline: each model's latency with the server to itself -----------------------

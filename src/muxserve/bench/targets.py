@@ -42,6 +42,12 @@ def completions_url(base_url: str) -> str:
     return f"{base}/completions" if base.endswith("/v1") else f"{base}/v1/completions"
 
 
+def models_url(base_url: str) -> str:
+    """``http://h:p`` or ``http://h:p/v1`` -> ``http://h:p/v1/models``."""
+    base = base_url.rstrip("/")
+    return f"{base}/models" if base.endswith("/v1") else f"{base}/v1/models"
+
+
 @dataclass(frozen=True)
 class Targets:
     """Per workload model: the base URL and the model name sent in the request body."""

@@ -13,8 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from muxserve.sim.traces import load_trace, replay
-from muxserve.sim.workload import TraceRequest, powerlaw_rates
+from muxserve.sim.traces import (
+    SERVEGEN_WINDOW_S,
+    from_rate_series,
+    load_servegen_rates,
+    load_trace,
+    replay,
+)
+from muxserve.sim.workload import LengthSampler, TraceRequest, powerlaw_rates
 
 TRACE_DIR = Path("..") / "shared" / "data" / "traces"
 # --trace NAME -> (loader kind, file under TRACE_DIR)
@@ -24,6 +30,8 @@ TRACES: dict[str, tuple[str, str]] = {
     "mooncake": ("mooncake", "mooncake/conversation_trace.jsonl"),
     "mooncake-synthetic": ("mooncake", "mooncake/synthetic_trace.jsonl"),
     "burstgpt": ("burstgpt", "burstgpt/BurstGPT_1_first400.csv"),
+    # per-model rates over time (600 s windows), not requests: lengths come from --lengths
+    "servegen": ("servegen", "servegen/servegen_model_aggregate_rates.csv"),
 }
 
 
@@ -75,11 +83,35 @@ def replay_trace(name: str, models: Sequence[str], seed: int,
     """A real trace's arrivals and lengths, each request sent to a model drawn by ``weights``
     (the models' rates; uniform without). The trace's own model column is not used."""
     kind, path = trace_path(name, trace_dir)
+    if kind == "servegen":
+        raise ValueError("servegen has rates, not requests: use servegen_trace")
     if not path.is_file():
         raise FileNotFoundError(f"trace file for {name!r} not found: {path} (run from the repo "
                                 "root, next to ../shared)")
     return replay(load_trace(kind, path), models, seed, weights=weights, time_scale=time_scale,
                   duration_s=duration_s)
+
+
+def servegen_trace(models: Sequence[str], lengths: LengthSampler, seed: int,
+                   duration_s: float, time_scale: float = 1.0, rate_scale: float = 1.0,
+                   trace_dir: Path = TRACE_DIR) -> tuple[list[TraceRequest], dict[str, str]]:
+    """ServeGen's per-model rate series as Poisson arrivals (sim's ``from_rate_series``): our
+    models, most popular first, take ServeGen's models by mean rate (language/m-mid first).
+    ServeGen's rates are production scale (hundreds of req/s): shrink them with rate_scale.
+    Returns the requests and which ServeGen series each model replays."""
+    _, path = trace_path("servegen", trace_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"ServeGen rates not found: {path} (run from the repo root)")
+    series = load_servegen_rates(path)
+    keys = sorted(series, key=lambda k: -float(series[k].mean()))
+    if len(models) > len(keys):
+        raise ValueError(f"the servegen trace has {len(keys)} models ({', '.join(keys)}); "
+                         f"got {len(models)}")
+    mapping = dict(zip(models, keys, strict=False))
+    windows = int(np.ceil(duration_s * time_scale / SERVEGEN_WINDOW_S))
+    trace = from_rate_series({m: series[k] for m, k in mapping.items()}, lengths, seed,
+                             num_windows=windows, time_scale=time_scale, rate_scale=rate_scale)
+    return [r for r in trace if r.arrival_s < duration_s], mapping
 
 
 def cap_lengths(trace: Sequence[TraceRequest], max_prompt_tokens: int | None,

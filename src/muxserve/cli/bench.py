@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from muxserve.bench.report import bench_result, load_baseline, to_records
-from muxserve.bench.runner import RunOptions, measure_baseline, run_trace
+from muxserve.bench.runner import RunOptions, measure_baseline, preflight, run_trace
 from muxserve.bench.targets import parse_base_urls, parse_pairs, resolve_targets
 from muxserve.bench.workload import (
     TRACES,
     cap_lengths,
     rates_from_flags,
     replay_trace,
+    servegen_trace,
 )
 from muxserve.cli.simulate import SHAREGPT, adjusted_rates, load_workload, parse_window
 from muxserve.sim.workload import ARRIVALS, TraceRequest, parse_lengths, synthesize
@@ -56,7 +57,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--cv", type=float, default=1.0, help="inter-arrival CV for gamma")
     p.add_argument("--lengths", default="sharegpt", help="sharegpt | fixed:PROMPT,OUTPUT")
     p.add_argument("--trace", choices=tuple(TRACES), help="replay a real trace's arrivals and "
-                   "lengths instead (requests spread over the models by their rates)")
+                   "lengths instead (requests spread over the models by their rates); "
+                   "servegen: per-model rate series (use --rate-scale, --lengths)")
     p.add_argument("--trace-time-scale", type=float, default=1.0,
                    help="> 1 compresses the trace's time (arrival / scale)")
     p.add_argument("--duration-s", type=float, default=60.0, help="arrival window (s)")
@@ -82,6 +84,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("-o", "--output", required=True, help="result JSON path")
     p.add_argument("--plot", help="write PNG figures into this directory")
     p.add_argument("--dry-run", action="store_true", help="build the request list, send nothing")
+    p.add_argument("--no-preflight", action="store_true", help="skip the GET /v1/models check "
+                   "that every endpoint is up and lists its models")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -106,16 +110,22 @@ def build_trace(args: argparse.Namespace, rates: dict[str, float]
                 ) -> tuple[list[TraceRequest], dict[str, float], dict[str, Any] | None]:
     """(requests, offered rates, trace info). Synthetic: simulate's synthesize() call, same
     arguments. Trace replay: offered rates are the replayed counts / duration."""
-    if args.trace:
+    if args.trace == "servegen":
+        trace, series = servegen_trace(list(rates), parse_lengths(args.lengths, SHAREGPT),
+                                       args.seed, args.duration_s, args.trace_time_scale,
+                                       args.rate_scale)
+        info: dict[str, Any] | None = {"name": args.trace, "time_scale": args.trace_time_scale,
+                                       "rate_scale": args.rate_scale, "series": series}
+    elif args.trace:
         trace = replay_trace(args.trace, list(rates), args.seed, weights=list(rates.values()),
                              time_scale=args.trace_time_scale, duration_s=args.duration_s)
-        counts = {m: sum(r.model == m for r in trace) for m in rates}
-        offered = {m: c / args.duration_s for m, c in counts.items()}
         info = {"name": args.trace, "time_scale": args.trace_time_scale, "weights": rates}
     else:
         lengths = parse_lengths(args.lengths, SHAREGPT)
         trace = synthesize(rates, args.duration_s, lengths, args.seed, args.arrival, args.cv)
-        offered, info = rates, None
+        return (cap_lengths(trace, args.max_prompt_tokens, args.max_output_tokens), rates,
+                None)
+    offered = {m: sum(r.model == m for r in trace) / args.duration_s for m in rates}
     return cap_lengths(trace, args.max_prompt_tokens, args.max_output_tokens), offered, info
 
 
@@ -148,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)),
                                    None)
     opts = RunOptions(args.timeout_s, args.max_concurrency, api_key, args.seed)
+    if not args.no_preflight:
+        preflight(targets, opts)
     baseline, base_src = None, None
     if args.slo_baseline:
         baseline, base_src = load_baseline(args.slo_baseline), args.slo_baseline
