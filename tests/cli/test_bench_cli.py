@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -135,6 +139,30 @@ def test_preflight_rejects_unserved_models_and_dead_endpoints(
     assert sum(cfg.counts.values()) == 0  # nothing was sent
     assert main([*argv[:2], "http://127.0.0.1:9", *argv[3:]]) == 2
     assert "cannot reach http://127.0.0.1:9/v1/models" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+def test_ctrl_c_writes_the_part_that_was_sent(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    cli = Path(sys.executable).parent / "muxserve"
+    with StubServer(StubConfig(0.02, 0.005)) as url:
+        proc = subprocess.Popen([str(cli), "bench", "--base-url", url, "--models", "a",
+                                 "--max-rate", "20", "--lengths", "fixed:8,4", "--duration-s",
+                                 "30", "--quiet", "-o", str(out)], stderr=subprocess.PIPE,
+                                text=True)
+        assert proc.stderr is not None
+        planned = proc.stderr.readline()  # "bench: N requests over 30 s: ..." once started
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=20)[1]
+    assert proc.returncode == 130, err
+    r = json.loads(out.read_text())
+    assert r["bench"]["interrupted"] is True
+    total = int(planned.split()[1])
+    assert 5 <= r["num_requests"] < total / 3  # about 1.5 s x 20 req/s of 30 s
+    assert r["num_finished"] + r["errors"]["by_kind"]["cancelled"] == r["num_requests"]
+    assert "interrupted after" in err
 
 
 def test_dry_run_sends_nothing_and_counts_requests(tmp_path: Path,

@@ -17,7 +17,7 @@ import httpx
 
 # error kinds, in the order the report lists them
 ERROR_KINDS = ("http_429", "http_4xx", "http_5xx", "timeout", "connect", "disconnect",
-               "stream_error", "incomplete_stream")
+               "stream_error", "incomplete_stream", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)

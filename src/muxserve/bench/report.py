@@ -60,7 +60,7 @@ def to_records(trace: Sequence[TraceRequest], run: RunOutput,
     A model without a baseline entry gets none: its requests miss the SLO and its own
     attainment is null."""
     out = []
-    for r, o in zip(trace, run.outcomes, strict=True):
+    for r, o in zip(trace, run.outcomes, strict=False):
         assert o.req_id == r.req_id and o.model == r.model
         ok = o.error is None and o.finish_s is not None
         first = o.first_token_s if o.first_token_s is not None else o.finish_s
@@ -104,12 +104,13 @@ def _pcts(values: Sequence[float]) -> dict[str, float | None]:
 
 def client_facts(trace: Sequence[TraceRequest], run: RunOutput,
                  options: Mapping[str, Any]) -> dict[str, Any]:
-    done = [(r, o) for r, o in zip(trace, run.outcomes, strict=True)
+    done = [(r, o) for r, o in zip(trace, run.outcomes, strict=False)
             if o.error is None and o.finish_s is not None]
     reported = [(r, o) for r, o in done if o.prompt_tokens is not None]
     return {
         **options,
         "wall_s": run.wall_s,
+        "interrupted": run.interrupted,
         "send_lag_s": _pcts(run.send_lag_s),
         "usage_reported": sum(o.usage_reported for _, o in done),
         # ignore_eos unsupported, a server-side cap, or a stop: fewer tokens than asked
@@ -129,6 +130,7 @@ def bench_result(trace: Sequence[TraceRequest], run: RunOutput, *, label: str,
                  extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """build_result over the run's records; ``extra`` carries the run's parameters (the same
     keys ``muxserve simulate`` writes: workload, alpha, rates_rps, seed, ...)."""
+    trace = trace[:len(run.outcomes)]  # an interrupted run: the requests sent
     records = to_records(trace, run, baseline)
     models = list(rates_rps)
     bench_extra = {

@@ -40,11 +40,14 @@ class RunOptions:
 
 @dataclass(frozen=True)
 class RunOutput:
-    """Outcomes in trace order, with times in seconds since the run began (arrival 0)."""
+    """Outcomes in trace order, with times in seconds since the run began (arrival 0).
+    After an interruption only the requests sent so far have outcomes (a prefix of the
+    trace); the ones then in flight have error "cancelled"."""
 
     outcomes: tuple[Outcome, ...]
     wall_s: float
     send_lag_s: tuple[float, ...]  # actual send - scheduled arrival, per request
+    interrupted: bool = False
 
 
 def _client(opts: RunOptions) -> httpx.AsyncClient:
@@ -80,30 +83,49 @@ async def _run(trace: Sequence[TraceRequest], targets: Targets, opts: RunOptions
                on_sent: Callable[[TraceRequest], None] | None,
                on_done: Callable[[Outcome], None] | None) -> RunOutput:
     sem = asyncio.Semaphore(opts.max_concurrency) if opts.max_concurrency else None
+    tasks: list[asyncio.Task[Outcome]] = []
+    interrupted = False
+
+    def done(t: asyncio.Task[Outcome]) -> None:
+        if on_done is not None and not t.cancelled() and t.exception() is None:
+            on_done(t.result())
+
     async with _client(opts) as client:
         t0 = time.perf_counter() + START_LEAD_S
-        tasks: list[asyncio.Task[Outcome]] = []
-        for r in trace:
-            delay = t0 + r.arrival_s - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(_one(client, r, targets, opts, sem))
-            if on_done is not None:
-                task.add_done_callback(lambda t: on_done(t.result()))
-            tasks.append(task)
-            if on_sent is not None:
-                on_sent(r)
-        raw = await asyncio.gather(*tasks)
+        try:
+            for r in trace:
+                delay = t0 + r.arrival_s - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                task = asyncio.create_task(_one(client, r, targets, opts, sem))
+                task.add_done_callback(done)
+                tasks.append(task)
+                if on_sent is not None:
+                    on_sent(r)
+            if tasks:
+                await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            # Ctrl-C (asyncio.run cancels us): stop sending, cancel what is in flight, and
+            # return what was sent so far so the caller can still write a result
+            interrupted = True
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
         wall = time.perf_counter() - t0
+    raw = [Outcome(r.req_id, r.model, t0 + r.arrival_s, error="cancelled",
+                   detail="run interrupted") if t.cancelled() else t.result()
+           for r, t in zip(trace, tasks, strict=False)]
     outcomes = tuple(_shift(o, t0) for o in raw)
-    lag = tuple(o.send_s - r.arrival_s for o, r in zip(outcomes, trace, strict=True))
-    return RunOutput(outcomes, wall, lag)
+    lag = tuple(o.send_s - r.arrival_s for o, r in zip(outcomes, trace, strict=False))
+    return RunOutput(outcomes, wall, lag, interrupted)
 
 
 def run_trace(trace: Sequence[TraceRequest], targets: Targets, opts: RunOptions,
               on_sent: Callable[[TraceRequest], None] | None = None,
               on_done: Callable[[Outcome], None] | None = None) -> RunOutput:
-    """Send every request of ``trace`` at its arrival time and wait for all of them.
+    """Send every request of ``trace`` at its arrival time and wait for all of them (on
+    Ctrl-C: return the part sent so far, ``interrupted`` set).
 
     ``on_sent``/``on_done`` are called from the event loop (keep them cheap: a progress bar)."""
     missing = sorted({r.model for r in trace} - set(targets.base_url))

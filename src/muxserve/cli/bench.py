@@ -178,6 +178,10 @@ def run(args: argparse.Namespace) -> int:
 
     with LiveProgress(len(trace), not args.quiet) as bar:
         out = run_trace(trace, targets, opts, bar.on_sent, bar.on_done)
+    if out.interrupted:
+        print(f"bench: interrupted after {len(out.outcomes)} of {len(trace)} requests; the "
+              "result covers those", file=sys.stderr)
+        trace = trace[:len(out.outcomes)]
     slo_scales = [float(s) for s in str(args.slo_scale).split(",")]
     extra = {"workload": source, "alpha": args.alpha, "rate_scale": args.rate_scale,
              "rates_rps": offered, "duration_s": args.duration_s, "seed": args.seed,
@@ -202,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         for f in [*plot_result(result, args.plot), plot_timeline(records, args.label, args.plot)]:
             print(f"wrote {f}", file=sys.stderr)
     _summary(result)
-    return 0
+    return 130 if out.interrupted else 0
 
 
 def _fmt(v: float | None, scale: float = 1.0, unit: str = "") -> str:
