@@ -237,22 +237,28 @@ def isolated_latency_s(cost_model: CostModel, arch_of: Mapping[str, UnitModel],
     """Per-request SLO baseline: the request alone (batch 1, whole device) on ``baseline_tp``.
 
     latency = prefill(prompt) + (output - 1) decode steps; the decode steps are priced at the
-    mean context (prompt + output / 2) -- one call instead of one per token, exact for a cost
-    that is linear in context, as decode latency nearly is at batch 1. Memoised per lengths.
+    mean context (prompt + output // 2) -- one call instead of one per token, exact for a cost
+    that is linear in context, as decode latency nearly is at batch 1. Both terms are memoised
+    per (architecture, tp, length), so a million requests need a few thousand cost calls.
     """
-    cache: dict[tuple[str, int, int], float] = {}
+    prefill: dict[tuple[str, int, int], float] = {}
+    decode: dict[tuple[str, int, int], float] = {}
 
     def baseline(tr: TraceRequest) -> float:
-        key = (tr.model, tr.prompt_tokens, tr.output_tokens)
-        got = cache.get(key)
-        if got is None:
-            arch, tp = arch_of[tr.model].arch, baseline_tp[tr.model]
-            ms = cost_model.prefill_ms(arch, 1, tr.prompt_tokens, 1.0, tp)
-            if tr.output_tokens > 1:
-                ctx = tr.prompt_tokens + tr.output_tokens // 2
-                ms += (tr.output_tokens - 1) * cost_model.decode_ms(arch, 1, ctx, 1.0, tp)
-            got = cache[key] = ms / 1000.0
-        return got
+        um = arch_of[tr.model]
+        arch, tp = um.arch, baseline_tp[tr.model]
+        key = (arch.name, tp, tr.prompt_tokens)
+        ms = prefill.get(key)
+        if ms is None:
+            ms = prefill[key] = cost_model.prefill_ms(arch, 1, tr.prompt_tokens, 1.0, tp)
+        if tr.output_tokens > 1:
+            ctx = tr.prompt_tokens + tr.output_tokens // 2
+            dkey = (arch.name, tp, ctx)
+            step = decode.get(dkey)
+            if step is None:
+                step = decode[dkey] = cost_model.decode_ms(arch, 1, ctx, 1.0, tp)
+            ms += (tr.output_tokens - 1) * step
+        return ms / 1000.0
 
     return baseline
 
