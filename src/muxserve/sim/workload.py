@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 ARRIVALS = ("poisson", "gamma")
 TOKENIZERS = ("llama", "cl100k")
@@ -184,8 +185,8 @@ def _merge(models: Sequence[str],
         outputs[order].tolist(), strict=True))]
 
 
-def from_arrays(models: Sequence[str], model_idx: Sequence[int], arrival_s: Sequence[float],
-                prompt_tokens: Sequence[int], output_tokens: Sequence[int]) -> list[TraceRequest]:
+def from_arrays(models: Sequence[str], model_idx: ArrayLike, arrival_s: ArrayLike,
+                prompt_tokens: ArrayLike, output_tokens: ArrayLike) -> list[TraceRequest]:
     """Build a sorted trace from parallel arrays (used by trace replay)."""
     return _merge(models, [(np.asarray(arrival_s, dtype=float), np.asarray(model_idx),
                             np.asarray(prompt_tokens), np.asarray(output_tokens))])
