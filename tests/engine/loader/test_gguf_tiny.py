@@ -158,3 +158,27 @@ def test_fast_reader_agrees_with_gguf_reader(tmp_path: Path, family: str) -> Non
     for a, b in zip(ours.tensors, ref.tensors, strict=True):
         assert a.tensor_type == b.tensor_type and a.data.dtype == b.data.dtype
         assert np.array_equal(a.data, b.data), a.name
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "gemma3", "sentencepiece"])
+def test_tiny_tokenizers_match_transformers(tmp_path: Path, variant: str) -> None:
+    from tiny_gguf import SP_VOCAB
+    from transformers import AutoTokenizer
+
+    arch = tiny_arch("gemma3" if variant == "gemma3" else "llama")
+    if variant == "sentencepiece":
+        arch = arch.with_(vocab_size=SP_VOCAB)
+    path = write_tiny_gguf(tmp_path / f"{variant}.gguf", arch, tiny_weights(arch),
+                           sentencepiece=variant == "sentencepiece")
+    ours = load_model(path, cache_dir=tmp_path / "cache").tokenizer
+    theirs = AutoTokenizer.from_pretrained(str(tmp_path), gguf_file=path.name)
+    for text in ["hello world", " hello  world ", "héllo\n\nworld\t!", "", "  ", "the 42",
+                 "日本🤖"]:
+        ids = ours.encode(text)
+        assert ids == theirs(text)["input_ids"], text
+        assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True), text
+        # streaming after a prompt gives what decoding the whole output gives
+        out = ours.encode(text, add_special_tokens=False)
+        d = ours.new_detokenizer(ours.encode("hello"))
+        assert "".join([*(d.push(i) for i in out), d.flush()]) == \
+            ours.decode(ours.encode("hello") + out)[len(ours.decode(ours.encode("hello"))):]

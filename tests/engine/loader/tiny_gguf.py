@@ -76,7 +76,9 @@ def q8_roundtrip(w: torch.Tensor) -> torch.Tensor:
 
 
 def write_tiny_gguf(path: Path, arch: ModelArch, weights: dict[str, torch.Tensor],
-                    chat_template: str | None = None) -> Path:
+                    chat_template: str | None = None, sentencepiece: bool = False) -> Path:
+    """sentencepiece: give a Llama model a Llama-2-style SentencePiece vocabulary (scores)
+    instead of byte-level BPE."""
     w = gguf.GGUFWriter(str(path), arch.family)
     w.add_block_count(arch.num_layers)
     w.add_context_length(arch.max_context)
@@ -91,6 +93,8 @@ def write_tiny_gguf(path: Path, arch: ModelArch, weights: dict[str, torch.Tensor
         w.add_sliding_window(arch.sliding_window)
         w.add_sliding_window_pattern([arch.is_local_layer(i) for i in range(arch.num_layers)])
         _gemma_tokenizer(w)
+    elif sentencepiece:
+        _sentencepiece_tokenizer(w)
     else:
         _llama_tokenizer(w)
     if chat_template:
@@ -127,6 +131,23 @@ def _llama_tokenizer(w: gguf.GGUFWriter) -> None:
     w.add_bos_token_id(1)
     w.add_eos_token_id(2)
     w.add_add_bos_token(False)
+
+
+SP_PIECES = ["▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "hell", "▁w", "or", "▁wor",
+             "▁world", "hello", "▁hello", "▁h"]
+SP_VOCAB = 3 + 256 + len(SP_PIECES)
+
+
+def _sentencepiece_tokenizer(w: gguf.GGUFWriter) -> None:
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + SP_PIECES
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores([0.0] * 259 + [-float(i) for i in range(len(SP_PIECES))])
+    w.add_token_types([2, 3, 3] + [6] * 256 + [1] * len(SP_PIECES))
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
 
 
 def _gemma_tokenizer(w: gguf.GGUFWriter) -> None:

@@ -100,8 +100,10 @@ def _sentencepiece_bpe(meta: dict[str, Any], gemma: bool) -> Tokenizer:
     else:  # Llama-2-style SentencePiece: a space is prepended to the first word
         tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=SPIECE_SPACE,
                                                      prepend_scheme="first", split=False)
-    tok.decoder = decoders.Sequence([decoders.Replace(SPIECE_SPACE, " "), decoders.ByteFallback(),
-                                     decoders.Fuse()])
+    steps = [decoders.Replace(SPIECE_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    if not gemma:  # undo the prepended space (Gemma prepends none)
+        steps.append(decoders.Strip(" ", 1, 0))
+    tok.decoder = decoders.Sequence(steps)
     return tok
 
 
