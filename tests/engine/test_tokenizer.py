@@ -153,3 +153,10 @@ def test_smollm2_digits_after_a_space_run() -> None:
     tok = load_model("smollm2-135m").tokenizer
     ids = tok.encode("x  1")
     assert [tok.backend.id_to_token(i) for i in ids] == ["x", "ĠĠ", "1"]
+
+
+def test_special_ids_must_be_in_vocabulary() -> None:
+    tok = byte_tokenizer()
+    with pytest.raises(ValueError, match="300"):
+        Tokenizer(backend=tok.backend, bos_token_id=300, eos_token_id=257,
+                  eos_token_ids=frozenset({257}), add_bos_token=True)

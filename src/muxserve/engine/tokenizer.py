@@ -51,8 +51,10 @@ class Tokenizer:
                              f"{', '.join(FALLBACK_TEMPLATES)}")
         n = self.vocab_size
         ids = [self.bos_token_id, self.eos_token_id, self.pad_token_id, *self.eos_token_ids]
-        for i in ids:
-            assert i is None or 0 <= i < n, f"special token id {i} outside vocabulary of {n}"
+        bad = [i for i in ids if i is not None and not 0 <= i < n]
+        if bad:
+            raise ValueError(f"special token ids {bad} are outside the tokenizer's vocabulary "
+                             f"of {n}")
 
     # ---- ids ------------------------------------------------------------------------------
     @property
