@@ -31,10 +31,10 @@ def test_counts_ttft_tokens_and_429s() -> None:
     assert all(o.prompt_tokens == 16 for _, o in ok)  # the stub counts the prompt's words
     ttft = np.asarray([o.first_token_s - r.arrival_s for r, o in ok])
     assert ttft.min() >= FIRST_S - 1e-3
-    assert np.median(ttft) < FIRST_S + 0.04
+    assert np.median(ttft) < FIRST_S + 0.06  # HTTP + event loop; loose for a busy 2-core CI
     tpot = np.asarray([(o.finish_s - o.first_token_s) / 7 for _, o in ok])
-    assert TOKEN_S - 1e-3 <= np.median(tpot) < TOKEN_S + 0.01
-    assert max(run.send_lag_s) < 0.1  # the client kept to the schedule
+    assert TOKEN_S - 1e-3 <= np.median(tpot) < TOKEN_S + 0.015
+    assert max(run.send_lag_s) < 0.25  # the client kept to the schedule
 
     res = bench_result(trace, run, label="stub", rates_rps=rates, base_url={"*": url},
                        baseline=None, baseline_source=None, slo_scales=[5.0])
@@ -85,3 +85,15 @@ def test_measured_baseline_matches_the_stub_timing() -> None:
     assert FIRST_S - 1e-3 <= base["a"]["ttft_s"] < FIRST_S + 0.03
     assert TOKEN_S - 1e-3 <= base["a"]["tpot_s"] < TOKEN_S + 0.005
     assert base["a"]["output_tokens"] == 11
+
+
+def test_chat_api_streams_delta_content() -> None:
+    trace = [TraceRequest(i, "a", 0.05 * i, 12, 5) for i in range(4)]
+    cfg = StubConfig(FIRST_S, TOKEN_S)
+    with StubServer(cfg) as url:
+        run = run_trace(trace, resolve_targets(["a"], {"*": f"{url}/v1"}, api="chat"),
+                        RunOptions())
+    assert cfg.counts == {"a": 4}
+    for r, o in zip(trace, run.outcomes, strict=True):
+        assert o.error is None and o.output_tokens == 5 and o.prompt_tokens == 12
+        assert o.first_token_s is not None and o.first_token_s - r.arrival_s >= FIRST_S - 1e-3

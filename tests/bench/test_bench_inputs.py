@@ -38,6 +38,10 @@ def test_base_urls_default_and_per_model_pairs() -> None:
     assert t.url("c") == "http://h:1/v1/completions"
     assert t.served_name == {"a": "a", "b": "b", "c": "smollm2-135m"}
     assert completions_url("http://x?k=v=w") == "http://x?k=v=w/v1/completions"
+    assert resolve_targets(["a", "b"], urls, api="chat").url("a") == (
+        "http://h:2/v1/chat/completions")
+    with pytest.raises(ValueError, match="unknown api 'grpc'; valid: completions, chat"):
+        resolve_targets(["a", "b"], urls, api="grpc")
 
 
 @pytest.mark.parametrize("specs, match", [

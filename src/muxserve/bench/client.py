@@ -37,11 +37,17 @@ class Outcome:
     detail: str = ""  # status line or exception text, for the report's samples
 
 
-def request_body(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
-    """The streamed /v1/completions body. ignore_eos makes vLLM generate exactly max_tokens;
-    other servers ignore the unknown field."""
-    return {"model": model, "prompt": prompt, "max_tokens": max_tokens, "stream": True,
-            "stream_options": {"include_usage": True}, "ignore_eos": True}
+def request_body(model: str, prompt: str, max_tokens: int, api: str = "completions"
+                 ) -> dict[str, Any]:
+    """The streamed body: a prompt (completions) or one user message (chat). ignore_eos makes
+    vLLM generate exactly max_tokens; other servers ignore the unknown field."""
+    body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "stream": True,
+                            "stream_options": {"include_usage": True}, "ignore_eos": True}
+    if api == "chat":
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    return body
 
 
 def _http_error(status: int) -> str:
@@ -52,8 +58,9 @@ def _http_error(status: int) -> str:
 
 async def stream_completion(client: httpx.AsyncClient, url: str, req_id: int, model: str,
                             body: dict[str, Any], timeout_s: float) -> Outcome:
-    """POST ``body`` with stream=true, read the server-sent events, time the first non-empty
-    text chunk and the end. ``timeout_s`` bounds the whole request, connect to [DONE]."""
+    """POST ``body`` with stream=true, read the server-sent events, time the first chunk with
+    non-empty text (completions) or delta content (chat) and the end. ``timeout_s`` bounds
+    the whole request, connect to [DONE]."""
     send = time.perf_counter()
     first: float | None = None
     chunks = 0
@@ -77,7 +84,8 @@ async def stream_completion(client: httpx.AsyncClient, url: str, req_id: int, mo
                     return Outcome(req_id, model, send, first, error="stream_error",
                                    detail=str(msg["error"])[:200])
                 for choice in msg.get("choices") or ():
-                    if choice.get("text"):
+                    # completions stream "text"; chat streams "delta": {"content"}
+                    if choice.get("text") or (choice.get("delta") or {}).get("content"):
                         chunks += 1
                         if first is None:
                             first = time.perf_counter()

@@ -70,7 +70,8 @@ def _shift(o: Outcome, t0: float) -> Outcome:
 async def _one(client: httpx.AsyncClient, r: TraceRequest, targets: Targets, opts: RunOptions,
                sem: asyncio.Semaphore | None) -> Outcome:
     body = request_body(targets.served_name[r.model],
-                        synthetic_prompt(r.prompt_tokens, opts.seed, r.req_id), r.output_tokens)
+                        synthetic_prompt(r.prompt_tokens, opts.seed, r.req_id), r.output_tokens,
+                        targets.api)
     if sem is None:
         return await stream_completion(client, targets.url(r.model), r.req_id, r.model, body,
                                        opts.timeout_s)
@@ -180,7 +181,8 @@ def measure_baseline(lengths: Mapping[str, tuple[int, int]], targets: Targets,
         best_s = float("inf")
         for k in range(repeats):
             rid = BASELINE_REQ_ID + k
-            body = request_body(targets.served_name[m], synthetic_prompt(p, opts.seed, rid), o)
+            body = request_body(targets.served_name[m], synthetic_prompt(p, opts.seed, rid), o,
+                                targets.api)
             got = await stream_completion(client, targets.url(m), rid, m, body, opts.timeout_s)
             if got.error or got.finish_s is None:
                 return None, f"{got.error}: {got.detail}"

@@ -33,10 +33,13 @@ class StubConfig:
     counts: Counter[str] = field(default_factory=Counter)  # requests received per model
 
 
-def _chunk(model: str, text: str, usage: dict[str, int] | None = None) -> str:
-    msg: dict[str, Any] = {"id": "cmpl-stub", "object": "text_completion", "model": model,
-                           "choices": [] if usage else [{"index": 0, "text": text,
-                                                         "finish_reason": None}]}
+def _chunk(model: str, text: str, usage: dict[str, int] | None = None, chat: bool = False
+           ) -> str:
+    choice: dict[str, Any] = ({"index": 0, "delta": {"content": text}, "finish_reason": None}
+                              if chat else {"index": 0, "text": text, "finish_reason": None})
+    msg: dict[str, Any] = {"id": "cmpl-stub", "model": model,
+                           "object": "chat.completion.chunk" if chat else "text_completion",
+                           "choices": [] if usage else [choice]}
     if usage:
         msg["usage"] = usage
     return f"data: {json.dumps(msg)}\n\n"
@@ -51,7 +54,13 @@ def make_app(cfg: StubConfig) -> FastAPI:
 
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> JSONResponse | StreamingResponse:
-        body = await request.json()
+        return await answer(await request.json(), chat=False)
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> JSONResponse | StreamingResponse:
+        return await answer(await request.json(), chat=True)
+
+    async def answer(body: dict[str, Any], chat: bool) -> JSONResponse | StreamingResponse:
         model, n = str(body.get("model")), int(body.get("max_tokens") or 16)
         cfg.counts[model] += 1
         if cfg.served and model not in cfg.served:
@@ -60,21 +69,22 @@ def make_app(cfg: StubConfig) -> FastAPI:
         if model in cfg.reject_models:
             return JSONResponse({"error": {"message": "queue full", "type": "rate_limit"}},
                                 status_code=429, headers={"Retry-After": "1"})
-        usage = {"prompt_tokens": len(str(body.get("prompt", "")).split()),
-                 "completion_tokens": n}
+        prompt = (" ".join(str(m.get("content", "")) for m in body.get("messages") or ())
+                  if chat else str(body.get("prompt", "")))
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": n}
         usage["total_tokens"] = usage["prompt_tokens"] + n
         with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         async def events() -> AsyncIterator[str]:
             await asyncio.sleep(cfg.first_token_delay_s)
-            yield _chunk(model, " tok")
+            yield _chunk(model, " tok", chat=chat)
             if model in cfg.drop_models:
                 raise RuntimeError("stub: dropping the connection on purpose")
             for _ in range(n - 1):
                 await asyncio.sleep(cfg.token_delay_s)
-                yield _chunk(model, " tok")
+                yield _chunk(model, " tok", chat=chat)
             if with_usage:
-                yield _chunk(model, "", usage)
+                yield _chunk(model, "", usage, chat)
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")

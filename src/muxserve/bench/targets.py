@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 DEFAULT_KEY = "*"  # the URL for every model without its own pair
+APIS = ("completions", "chat")  # /v1/completions, /v1/chat/completions
 
 
 def _check_url(url: str, spec: str) -> str:
@@ -36,10 +37,14 @@ def parse_base_urls(specs: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def completions_url(base_url: str) -> str:
-    """``http://h:p`` or ``http://h:p/v1`` -> ``http://h:p/v1/completions``."""
+def completions_url(base_url: str, api: str = "completions") -> str:
+    """``http://h:p`` or ``http://h:p/v1`` -> ``http://h:p/v1/completions`` (or
+    ``/v1/chat/completions`` for api "chat")."""
+    if api not in APIS:
+        raise ValueError(f"unknown api {api!r}; valid: {', '.join(APIS)}")
     base = base_url.rstrip("/")
-    return f"{base}/completions" if base.endswith("/v1") else f"{base}/v1/completions"
+    path = "chat/completions" if api == "chat" else "completions"
+    return f"{base}/{path}" if base.endswith("/v1") else f"{base}/v1/{path}"
 
 
 def models_url(base_url: str) -> str:
@@ -54,13 +59,15 @@ class Targets:
 
     base_url: Mapping[str, str]
     served_name: Mapping[str, str]
+    api: str = "completions"
 
     def url(self, model: str) -> str:
-        return completions_url(self.base_url[model])
+        return completions_url(self.base_url[model], self.api)
 
 
 def resolve_targets(models: Sequence[str], base_urls: Mapping[str, str],
-                    served_names: Mapping[str, str] | None = None) -> Targets:
+                    served_names: Mapping[str, str] | None = None,
+                    api: str = "completions") -> Targets:
     """Give every workload model a URL; unknown names in the maps are errors (typos)."""
     served_names = dict(served_names or {})
     unknown = sorted((set(base_urls) - {DEFAULT_KEY}) - set(models))
@@ -77,7 +84,9 @@ def resolve_targets(models: Sequence[str], base_urls: Mapping[str, str],
         else:
             raise ValueError(f"model {m!r} has no endpoint: add --base-url {m}=URL or a plain "
                              "--base-url URL for all models")
-    return Targets(urls, {m: served_names.get(m, m) for m in models})
+    if api not in APIS:
+        raise ValueError(f"unknown api {api!r}; valid: {', '.join(APIS)}")
+    return Targets(urls, {m: served_names.get(m, m) for m in models}, api)
 
 
 def parse_pairs(text: str | Sequence[str] | None, flag: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from muxserve.bench.report import bench_result, load_baseline, to_records
 from muxserve.bench.runner import RunOptions, measure_baseline, preflight, run_trace
-from muxserve.bench.targets import parse_base_urls, parse_pairs, resolve_targets
+from muxserve.bench.targets import APIS, parse_base_urls, parse_pairs, resolve_targets
 from muxserve.bench.workload import (
     TRACES,
     cap_lengths,
@@ -48,6 +48,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="endpoint for all models, or MODEL=URL for one (repeatable)")
     p.add_argument("--models", help="comma list, most popular first (rates: --alpha/--max-rate)")
     p.add_argument("--model-rates", help="explicit rates: m1=2.0,m2=0.5 (req/s)")
+    p.add_argument("--api", default="completions", choices=APIS, help="/v1/completions "
+                   "(a prompt) or /v1/chat/completions (one user message)")
     p.add_argument("--served-name", action="append", metavar="MODEL=NAME",
                    help="send MODEL's requests with model=NAME (e.g. llm-0=smollm2-135m)")
     p.add_argument("--alpha", type=float, help="power-law popularity exponent")
@@ -148,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     trace, offered, trace_info = build_trace(args, rates)
     models = list(rates)
     targets = resolve_targets(models, parse_base_urls(args.base_url),
-                              parse_pairs(args.served_name, "--served-name"))
+                              parse_pairs(args.served_name, "--served-name"), args.api)
     counts = {m: sum(r.model == m for r in trace) for m in models}
     print(f"bench: {len(trace)} requests over {args.duration_s:g} s: "
           + ", ".join(f"{m} {n} -> {targets.base_url[m]}" for m, n in counts.items()),
@@ -187,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
              "rates_rps": offered, "duration_s": args.duration_s, "seed": args.seed,
              "arrival": args.arrival, "cv": args.cv,
              "lengths": args.trace or args.lengths}
-    client = {"timeout_s": args.timeout_s, "max_concurrency": args.max_concurrency,
+    client = {"api": args.api, "timeout_s": args.timeout_s, "max_concurrency": args.max_concurrency,
               "served_name": dict(targets.served_name),
               "max_prompt_tokens": args.max_prompt_tokens,
               "max_output_tokens": args.max_output_tokens}
