@@ -1,8 +1,10 @@
 """Quick decode throughput of ModelRunner: batch B sequences at context ~C, tokens/s.
 
 Weights are random (timing does not depend on their values), shapes are the real presets.
+With --hf, transformers' own model of the same shapes runs the same decode in the same process
+(forward with its KV cache, what generate() does per step) as the baseline.
 Usage: .venv/bin/python benchmarks/engine_models_decode.py [--models smollm2-135m gemma3-270m]
-       [--dtypes float32 bfloat16] [--batch 32] [--context 128] [--steps 32] [--threads 2]
+       [--dtypes float32 bfloat16] [--batch 32] [--context 128] [--steps 32] [--threads 2] [--hf]
 """
 
 from __future__ import annotations
@@ -68,6 +70,37 @@ def bench(name: str, dtype: torch.dtype, batch: int, context: int, steps: int) -
     return batch * steps / (time.perf_counter() - t0)
 
 
+def hf_model(arch: ModelArch, dtype: torch.dtype) -> torch.nn.Module:
+    import transformers as tf
+    common = dict(hidden_size=arch.hidden_size, num_attention_heads=arch.num_heads,
+                  num_key_value_heads=arch.num_kv_heads, head_dim=arch.head_dim,
+                  intermediate_size=arch.intermediate_size, num_hidden_layers=arch.num_layers,
+                  vocab_size=arch.vocab_size, tie_word_embeddings=True,
+                  max_position_embeddings=arch.max_context)
+    if arch.family == "gemma3":
+        cfg = tf.Gemma3TextConfig(sliding_window=arch.sliding_window,
+                                  query_pre_attn_scalar=arch.query_pre_attn_scalar, **common)
+        model = tf.Gemma3ForCausalLM(cfg)
+    else:
+        model = tf.LlamaForCausalLM(tf.LlamaConfig(**common))
+    return model.to(dtype).eval()
+
+
+def bench_hf(name: str, dtype: torch.dtype, batch: int, context: int, steps: int) -> float:
+    model = hf_model(get_model_arch(name), dtype)
+    ids = torch.randint(0, 1000, (batch, context))
+    with torch.inference_mode():
+        out = model(ids, use_cache=True)
+        cache, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        t0 = 0.0
+        for step in range(steps + 2):
+            if step == 2:
+                t0 = time.perf_counter()
+            out = model(nxt, past_key_values=cache, use_cache=True)
+            cache, nxt = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+    return batch * steps / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["smollm2-135m", "gemma3-270m"])
@@ -76,13 +109,18 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=128)
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hf", action="store_true", help="also time transformers (baseline)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     for name in args.models:
         for dt in args.dtypes:
             tps = bench(name, getattr(torch, dt), args.batch, args.context, args.steps)
-            print(f"{name:14s} {dt:9s} batch {args.batch} ctx {args.context}: "
-                  f"{tps:7.1f} decode tok/s", flush=True)
+            line = (f"{name:14s} {dt:9s} batch {args.batch} ctx {args.context}: "
+                    f"muxserve {tps:7.1f} decode tok/s")
+            if args.hf:
+                hf = bench_hf(name, getattr(torch, dt), args.batch, args.context, args.steps)
+                line += f"  transformers {hf:7.1f} tok/s  ratio {tps / hf:.2f}x"
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

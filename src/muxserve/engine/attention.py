@@ -126,7 +126,8 @@ def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list
 
 
 class PagedAttention:
-    """Attention of one model over its views of the pool; owns the reused gather buffer."""
+    """Attention of one model over its views of the pool; owns the reused gather buffer, so
+    one instance must not run two batches at once (give each worker thread its own runner)."""
 
     def __init__(self, pool_storage: torch.Tensor, layout: Layout, num_q_heads: int,
                  scale: float) -> None:
