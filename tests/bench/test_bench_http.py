@@ -82,8 +82,8 @@ def test_measured_baseline_matches_the_stub_timing() -> None:
                                         resolve_targets(["a", "full"], {"*": url}),
                                         RunOptions(), repeats=2)
     assert set(base) == {"a"} and "http_429" in failed["full"]
-    assert FIRST_S - 1e-3 <= base["a"]["ttft_s"] < FIRST_S + 0.03
-    assert TOKEN_S - 1e-3 <= base["a"]["tpot_s"] < TOKEN_S + 0.005
+    assert FIRST_S - 1e-3 <= base["a"]["ttft_s"] < FIRST_S + 0.05
+    assert TOKEN_S - 1e-3 <= base["a"]["tpot_s"] < TOKEN_S + 0.01
     assert base["a"]["output_tokens"] == 11
 
 
