@@ -97,3 +97,13 @@ def test_chat_api_streams_delta_content() -> None:
     for r, o in zip(trace, run.outcomes, strict=True):
         assert o.error is None and o.output_tokens == 5 and o.prompt_tokens == 12
         assert o.first_token_s is not None and o.first_token_s - r.arrival_s >= FIRST_S - 1e-3
+
+
+def test_api_key_is_sent_as_bearer_token() -> None:
+    trace = [TraceRequest(0, "a", 0.0, 4, 3)]
+    with StubServer(StubConfig(FIRST_S, TOKEN_S, api_key="sk-test")) as url:
+        targets = resolve_targets(["a"], {"*": url})
+        good = run_trace(trace, targets, RunOptions(api_key="sk-test"))
+        bad = run_trace(trace, targets, RunOptions(api_key="wrong"))
+    assert good.outcomes[0].error is None and good.outcomes[0].output_tokens == 3
+    assert bad.outcomes[0].error == "http_4xx" and "401" in bad.outcomes[0].detail

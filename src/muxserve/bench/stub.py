@@ -30,6 +30,7 @@ class StubConfig:
     reject_models: frozenset[str] = frozenset()  # answered 429
     drop_models: frozenset[str] = frozenset()  # connection dropped after the first token
     served: tuple[str, ...] = ()  # the models /v1/models lists (empty: any name is served)
+    api_key: str | None = None  # when set, every route needs "Authorization: Bearer <key>"
     counts: Counter[str] = field(default_factory=Counter)  # requests received per model
 
 
@@ -47,6 +48,13 @@ def _chunk(model: str, text: str, usage: dict[str, int] | None = None, chat: boo
 
 def make_app(cfg: StubConfig) -> FastAPI:
     app = FastAPI()
+
+    @app.middleware("http")
+    async def check_key(request: Request, call_next: Any) -> Any:
+        if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
+            return JSONResponse({"error": {"message": "bad api key",
+                                           "type": "authentication_error"}}, status_code=401)
+        return await call_next(request)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
