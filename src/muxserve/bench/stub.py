@@ -49,12 +49,15 @@ def _chunk(model: str, text: str, usage: dict[str, int] | None = None, chat: boo
 def make_app(cfg: StubConfig) -> FastAPI:
     app = FastAPI()
 
-    @app.middleware("http")
     async def check_key(request: Request, call_next: Any) -> Any:
-        if cfg.api_key and request.headers.get("authorization") != f"Bearer {cfg.api_key}":
+        if request.headers.get("authorization") != f"Bearer {cfg.api_key}":
             return JSONResponse({"error": {"message": "bad api key",
                                            "type": "authentication_error"}}, status_code=401)
         return await call_next(request)
+
+    if cfg.api_key:
+        # only then: the middleware wrapper would turn drop_models' cut into a clean end
+        app.middleware("http")(check_key)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
