@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     """The two kinds of job a model runs: MuxServe separates them onto their own compute shares."""
 
     PREFILL = "prefill"

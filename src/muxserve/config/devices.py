@@ -39,8 +39,8 @@ def get_device(name: str) -> DeviceSpec:
     try:
         return DEVICE_PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown device preset {name!r}; valid: {', '.join(sorted(DEVICE_PRESETS))}"
-                         ) from None
+        valid = ", ".join(sorted(DEVICE_PRESETS))
+        raise ValueError(f"unknown device preset {name!r}; valid: {valid}") from None
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,8 @@ class Cluster:
         """Parse 'NODESxDEVICESxPRESET', e.g. '4x8xa100-80g'."""
         m = re.fullmatch(r"(\d+)x(\d+)x([\w.\-]+)", text.strip())
         if not m:
-            raise ValueError(f"bad cluster {text!r}; expected NODESxDEVICESxPRESET like 4x8xa100-80g")
+            raise ValueError(
+                f"bad cluster {text!r}; expected NODESxDEVICESxPRESET like 4x8xa100-80g")
         nodes, per = int(m.group(1)), int(m.group(2))
         if nodes < 1 or per < 1:
             raise ValueError(f"bad cluster {text!r}: nodes and devices per node must be >= 1")
