@@ -32,6 +32,7 @@ ALPHAS = (0.7, 0.9, 1.3, 1.7, 2.1)
 SCALES = (0.5, 0.75, 1.0, 1.25)
 CONDENSE = ("500", "800", "1200", "1600", "2000")
 POLICIES = ("muxserve", "spatial", "temporal")
+ABLATION = ("muxserve", "round-robin", "fcfs")
 SLO_SCALES = (5.0, 2.0, 10.0, 20.0)
 CHATLMSYS = Path("..") / "shared" / "data" / "traces" / "muxserve_chatlmsys"
 
@@ -143,7 +144,7 @@ def summarize(rows: list[dict[str, Any]]) -> str:
                 lines.append(f"- {part}: muxserve / {base} rate-weighted throughput: max "
                              f"{max(vals):.2f}x, mean {sum(vals) / len(vals):.2f}x over "
                              f"{len(vals)} cases")
-    lines += ["", *slo_capacity(rows)]
+    lines += ["", *slo_capacity(rows), "", *summarize_ablation(rows)]
     return "\n".join(lines)
 
 
@@ -153,6 +154,8 @@ def slo_capacity(rows: list[dict[str, Any]], target: float = 0.99) -> list[str]:
     out = [f"| alpha | SLO scale | max offered req/s with >= {target:.0%} attainment: "
            "mux / spatial / temporal |", "|---|---|---|"]
     syn = [r for r in rows if r["part"] == "synthetic"]
+    if not syn:
+        return []
     for alpha in sorted({r["alpha"] for r in syn}):
         for scale in ("5.0", "10.0", "20.0"):
             best = {}
@@ -165,6 +168,37 @@ def slo_capacity(rows: list[dict[str, Any]], target: float = 0.99) -> list[str]:
     return out
 
 
+def ablation(args: argparse.Namespace, cost: CostModel, lengths: LengthSampler) -> list[dict]:
+    """The paper's scheduling ablation: ADBS vs round-robin vs FCFS on MuxServe's placement."""
+    rows = []
+    for alpha in args.alphas:
+        w = synthetic_workload("paper19", alpha=alpha, max_rate_rps=40.0 * args.ablation_scale,
+                               avg_prompt_tokens=lengths.mean_prompt_tokens,
+                               avg_output_tokens=lengths.mean_output_tokens)
+        pl = plan(w, cost, w.cluster, "muxserve")
+        for policy in ABLATION:
+            rows.append(run_case(w, pl, policy, cost, lengths, args,
+                                 {"part": "ablation", "alpha": alpha,
+                                  "scale": args.ablation_scale}))
+    return rows
+
+
+def summarize_ablation(rows: list[dict[str, Any]]) -> list[str]:
+    by: dict[float, dict[str, float]] = {}
+    for r in rows:
+        if r["part"] == "ablation":
+            by.setdefault(r["alpha"], {})[r["policy"]] = r["rate_weighted_throughput_rps"]
+    if not by:
+        return []
+    out = ["| alpha | rate-weighted tpt muxserve / round-robin / fcfs | x round-robin | x fcfs |",
+           "|---|---|---|---|"]
+    for alpha, t in sorted(by.items()):
+        out.append(f"| {alpha} | {' / '.join(_fmt(t.get(p)) for p in ABLATION)} | "
+                   f"{_fmt(_ratio(t.get('muxserve'), t.get('round-robin')))} | "
+                   f"{_fmt(_ratio(t.get('muxserve'), t.get('fcfs')))} |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -174,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-frac", type=float, default=0.2,
                     help="throughput counts finishes in [frac x duration, duration]")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--part", choices=("all", "synthetic", "chatlmsys"), default="all")
+    ap.add_argument("--part", choices=("all", "synthetic", "chatlmsys", "ablation"),
+                    default="all", help="all = synthetic + chatlmsys (ablation runs alone)")
+    ap.add_argument("--ablation-scale", type=float, default=1.0)
     ap.add_argument("--alphas", type=float, nargs="*", default=list(ALPHAS))
     ap.add_argument("--scales", type=float, nargs="*", default=list(SCALES))
     ap.add_argument("--condense", nargs="*", default=list(CONDENSE))
@@ -192,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         rows += synthetic(args, cost, lengths)
     if args.part in ("all", "chatlmsys"):
         rows += chatlmsys(args, cost, lengths)
+    if args.part == "ablation":
+        rows += ablation(args, cost, lengths)
     out = {"args": vars(args), "wall_s": time.perf_counter() - t0, "rows": rows}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(out, indent=1))
