@@ -95,8 +95,14 @@ def test_endpoint_per_model_baseline_goodput_and_plots(tmp_path: Path,
                      "--model-rates", "a=4,b=2", "--served-name", "a=m1,b=served-b",
                      "--measure-baseline", "--baseline-requests", "1", "--slo-scale", "5,10",
                      "--ttft-slo-s", "0.5", "--tpot-slo-s", "0.1", "--label", "stub",
-                     "--plot", str(tmp_path / "figs"), "-o", str(out), *FLOW]) == 0
+                     "--plot", str(tmp_path / "figs"), "-o", str(out),
+                     "--save-requests", str(tmp_path / "req.jsonl"), *FLOW]) == 0
     r = json.loads(out.read_text())
+    rows = [json.loads(x) for x in (tmp_path / "req.jsonl").read_text().splitlines()]
+    assert len(rows) == r["num_requests"]
+    assert {row["error"] for row in rows if row["model"] == "b"} == {"http_429"}
+    assert all(row["output_tokens"] == row["max_tokens"] == 6 and row["finish_s"] > 0
+               for row in rows if row["model"] == "a")
     n_a, n_b = r["per_model"]["a"]["num_requests"], r["per_model"]["b"]["num_requests"]
     assert c1.counts == {"m1": n_a + 1} and c2.counts == {"served-b": n_b + 1}  # +1 baseline
     assert r["per_model"]["a"]["slo_attainment"]["by_scale"] == {"5.0": 1.0, "10.0": 1.0}

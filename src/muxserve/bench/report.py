@@ -94,6 +94,17 @@ def error_summary(models: Sequence[str], outcomes: Sequence[Outcome],
     return {**total, "per_model": per_model, "samples": samples}
 
 
+def request_rows(trace: Sequence[TraceRequest], run: RunOutput) -> list[dict[str, Any]]:
+    """One plain row per request sent (for --save-requests JSONL): what was asked, what came
+    back, times in seconds since the run began."""
+    return [{"req_id": r.req_id, "model": r.model, "arrival_s": r.arrival_s,
+             "send_s": o.send_s, "first_token_s": o.first_token_s, "finish_s": o.finish_s,
+             "prompt_tokens": r.prompt_tokens, "prompt_tokens_reported": o.prompt_tokens,
+             "max_tokens": r.output_tokens, "output_tokens": o.output_tokens,
+             "error": o.error, "detail": o.detail}
+            for r, o in zip(trace, run.outcomes, strict=False)]
+
+
 def _pcts(values: Sequence[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p99": None, "max": None}

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from muxserve.bench.report import bench_result, load_baseline, to_records
+from muxserve.bench.report import bench_result, load_baseline, request_rows, to_records
 from muxserve.bench.runner import RunOptions, measure_baseline, preflight, run_trace
 from muxserve.bench.targets import APIS, parse_base_urls, parse_pairs, resolve_targets
 from muxserve.bench.workload import (
@@ -85,6 +85,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--label", default="bench", help="the result's policy field (e.g. vllm)")
     p.add_argument("-o", "--output", required=True, help="result JSON path")
     p.add_argument("--plot", help="write PNG figures into this directory")
+    p.add_argument("--save-requests", metavar="FILE.jsonl",
+                   help="also write one JSON line per request (times, tokens, error)")
     p.add_argument("--dry-run", action="store_true", help="build the request list, send nothing")
     p.add_argument("--no-preflight", action="store_true", help="skip the GET /v1/models check "
                    "that every endpoint is up and lists its models")
@@ -200,6 +202,11 @@ def run(args: argparse.Namespace) -> int:
                           trace_info=trace_info, client=client, extra=extra)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=1))
+    if args.save_requests:
+        Path(args.save_requests).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.save_requests, "w") as fh:
+            for row in request_rows(trace, out):
+                fh.write(json.dumps(row) + "\n")
     if args.plot:
         from muxserve.bench.plots import plot_timeline
         from muxserve.sim.plots import plot_result
