@@ -121,3 +121,31 @@ def test_sampled_tokens_respect_top_k() -> None:
             seen[r].add(t)
     for r in range(3):
         assert seen[r] == set(allowed[r])
+
+
+def _reference_keep(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Full sort of one row: top-k, then the top-p nucleus of the renormalised top-k."""
+    values, index = logits.sort(descending=True)
+    if 0 < top_k < len(values):
+        values = values.masked_fill(torch.arange(len(values)) >= top_k, float("-inf"))
+    probs = torch.softmax(values, dim=-1)
+    keep = probs > 0
+    if top_p < 1.0:
+        keep &= (probs.cumsum(-1) - probs) < top_p
+    return torch.zeros(len(values), dtype=torch.bool).scatter(0, index, keep)
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0, 30.0])  # nucleus far beyond / around / inside 1024
+def test_candidate_shortcut_equals_a_full_sort(scale: float) -> None:
+    logits = torch.randn(6, 5000, generator=torch.Generator().manual_seed(7)) * scale
+    params = [SamplingParams(top_p=0.9), SamplingParams(top_p=0.5, top_k=2000),
+              SamplingParams(top_k=7), SamplingParams(top_p=0.99),
+              SamplingParams(top_p=0.3, top_k=20), SamplingParams(temperature=0.5)]
+    probs = filtered_probs(logits, params)
+    for r, p in enumerate(params):
+        expected = _reference_keep(logits[r] / p.temperature, p.top_k, p.top_p)
+        assert torch.equal(probs[r] > 0, expected), (r, int(expected.sum()))
+    sizes = [int((probs[r] > 0).sum()) for r in range(6)]
+    assert sizes[2] == 7 and sizes[5] == int((torch.softmax(logits[5] / 0.5, -1) > 0).sum())
+    if scale == 0.3:
+        assert sizes[0] > 1024  # the fallback to a full sort really ran
