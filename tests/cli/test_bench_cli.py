@@ -33,7 +33,7 @@ PLACEMENT = {
         {"name": "b", "model": "llama-7b", "tensor_parallel_size": 1,
          "mps_percentage": [100, 50], "max_num_seqs": 64}]}],
 }
-FLOW = ["--lengths", "fixed:32,6", "--duration-s", "1.5", "--seed", "2", "--quiet"]
+FLOW = ["--lengths", "fixed:32,6", "--duration-s", "1", "--seed", "3", "--quiet"]
 BENCH_ONLY = {"errors", "base_url", "slo_baseline", "trace", "bench"}
 SIM_ONLY = {"sim", "cost_model", "placement_policy", "units"}
 
@@ -52,9 +52,9 @@ def test_same_seed_same_request_list_as_simulate(tmp_path: Path) -> None:
     trace, offered, _ = build_trace(args, rates)
     sim_rates = adjusted_rates(load_workload(w, None), 1.0, None, 1.0)
     assert rates == offered == sim_rates
-    assert trace == synthesize(sim_rates, 1.5, parse_lengths("fixed:32,6", SHAREGPT), 2)
+    assert trace == synthesize(sim_rates, 1.0, parse_lengths("fixed:32,6", SHAREGPT), 3)
     assert build_trace(args, rates)[0] == trace
-    args.seed = 3
+    args.seed = 5
     assert build_trace(args, rates)[0] != trace
 
 
@@ -119,6 +119,28 @@ def test_endpoint_per_model_baseline_goodput_and_plots(tmp_path: Path,
     assert "no SLO baseline for 'b'" in text.err and "SLO@5" in text.out
 
 
+@pytest.mark.e2e
+@pytest.mark.timeout(60)
+def test_sweep_runs_each_load_with_one_baseline(tmp_path: Path) -> None:
+    out = tmp_path / "s.json"
+    cfg = StubConfig(0.01, 0.002)
+    with StubServer(cfg) as url:
+        assert main(["bench", "--base-url", url, "--models", "a,b", "--max-rate", "4",
+                     "--alpha", "1", "--sweep", "rate-scale=0.5,1", "--lengths", "fixed:8,3",
+                     "--duration-s", "1", "--measure-baseline", "--baseline-requests", "1",
+                     "--quiet", "--plot", str(tmp_path / "figs"), "-o", str(out)]) == 0
+    s = json.loads(out.read_text())
+    assert s["sweep"] == "rate-scale" and s["values"] == [0.5, 1.0]
+    lo, hi = s["results"]
+    assert [lo["sweep"], hi["sweep"]] == [{"rate-scale": 0.5}, {"rate-scale": 1.0}]
+    assert hi["rates_rps"] == {"a": 4.0, "b": 2.0} and lo["rates_rps"] == {"a": 2.0, "b": 1.0}
+    assert lo["slo_baseline"] == hi["slo_baseline"] is not None
+    sent = lo["num_requests"] + hi["num_requests"]
+    assert sum(cfg.counts.values()) == sent + 2  # + one baseline request per model
+    assert lo["num_finished"] == lo["num_requests"] and hi["num_finished"] == hi["num_requests"]
+    assert (tmp_path / "figs" / "sweep_rate-scale.png").stat().st_size > 1000
+
+
 @pytest.mark.parametrize("argv, match", [
     (["--base-url", "localhost:1", "--models", "a", "--max-rate", "1"], "http://"),
     (["--base-url", "http://h", "--models", "a"], "needs --max-rate"),
@@ -159,14 +181,14 @@ def test_ctrl_c_writes_the_part_that_was_sent(tmp_path: Path) -> None:
                                 text=True)
         assert proc.stderr is not None
         planned = proc.stderr.readline()  # "bench: N requests over 30 s: ..." once started
-        time.sleep(1.5)
+        time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         err = proc.communicate(timeout=20)[1]
     assert proc.returncode == 130, err
     r = json.loads(out.read_text())
     assert r["bench"]["interrupted"] is True
     total = int(planned.split()[1])
-    assert 5 <= r["num_requests"] < total / 3  # about 1.5 s x 20 req/s of 30 s
+    assert 5 <= r["num_requests"] < total / 3  # about 1 s x 20 req/s of 30 s
     assert r["num_finished"] + r["errors"]["by_kind"]["cancelled"] == r["num_requests"]
     assert "interrupted after" in err
 

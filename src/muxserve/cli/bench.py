@@ -20,12 +20,25 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from muxserve.bench.report import bench_result, load_baseline, request_rows, to_records
-from muxserve.bench.runner import RunOptions, measure_baseline, preflight, run_trace
-from muxserve.bench.targets import APIS, parse_base_urls, parse_pairs, resolve_targets
+from muxserve.bench.runner import (
+    RunOptions,
+    RunOutput,
+    measure_baseline,
+    preflight,
+    run_trace,
+)
+from muxserve.bench.targets import (
+    APIS,
+    Targets,
+    parse_base_urls,
+    parse_pairs,
+    resolve_targets,
+)
 from muxserve.bench.workload import (
     TRACES,
     cap_lengths,
@@ -33,7 +46,13 @@ from muxserve.bench.workload import (
     replay_trace,
     servegen_trace,
 )
-from muxserve.cli.simulate import SHAREGPT, adjusted_rates, load_workload, parse_window
+from muxserve.cli.simulate import (
+    SHAREGPT,
+    adjusted_rates,
+    load_workload,
+    parse_sweep,
+    parse_window,
+)
 from muxserve.sim.workload import ARRIVALS, TraceRequest, parse_lengths, synthesize
 
 API_KEY_ENV = ("MUXSERVE_API_KEY", "OPENAI_API_KEY")
@@ -71,6 +90,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--ttft-slo-s", type=float, help="TTFT SLO for goodput (DistServe)")
     p.add_argument("--tpot-slo-s", type=float, help="TPOT SLO for goodput (DistServe)")
     p.add_argument("--window", help="START,END seconds: steady-state throughput window")
+    p.add_argument("--sweep", help="alpha=V1,V2,... or rate-scale=V1,V2,...: one run per "
+                   "value, one after another, the same SLO baseline for all")
     base = p.add_mutually_exclusive_group()
     base.add_argument("--slo-baseline", help="JSON: model -> seconds, model -> {ttft_s, "
                       "tpot_s}, or an earlier bench result")
@@ -147,16 +168,97 @@ def _baseline_lengths(trace: list[TraceRequest], models: list[str]) -> dict[str,
 
 
 # ---- running --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Level:
+    """One load level: its flags, requests, offered rates and trace info."""
+
+    args: argparse.Namespace
+    trace: list[TraceRequest]
+    offered: dict[str, float]
+    trace_info: dict[str, Any] | None
+    source: str
+
+
+def _levels(args: argparse.Namespace) -> tuple[list[_Level], tuple[str, list[float]] | None]:
+    """The run's load levels (one, or one per --sweep value), all built before anything is
+    sent so that bad flags fail at once."""
+    sweep = parse_sweep(args.sweep) if args.sweep else None
+    variants = [args]
+    if sweep:
+        attr = "alpha" if sweep[0] == "alpha" else "rate_scale"
+        variants = [argparse.Namespace(**{**vars(args), attr: v}) for v in sweep[1]]
+    levels = []
+    for a in variants:
+        rates, source = workload_rates(a)
+        trace, offered, info = build_trace(a, rates)
+        levels.append(_Level(a, trace, offered, info, source))
+    return levels, sweep
+
+
+def _get_baseline(args: argparse.Namespace, trace: list[TraceRequest], models: list[str],
+                  targets: Targets, opts: RunOptions) -> tuple[dict[str, Any] | None, str | None]:
+    if args.slo_baseline:
+        baseline = load_baseline(args.slo_baseline)
+        if missing := [m for m in models if m not in baseline]:
+            print(f"bench: warning: no SLO baseline for {missing}: their requests count as "
+                  "missing the SLO", file=sys.stderr)
+        return baseline, args.slo_baseline
+    if args.measure_baseline:
+        measured, failed = measure_baseline(_baseline_lengths(trace, models), targets, opts,
+                                            args.baseline_requests)
+        for m, err in failed.items():
+            print(f"bench: warning: no SLO baseline for {m!r}, its request failed: {err}",
+                  file=sys.stderr)
+        return measured, "measured"
+    return None, None
+
+
+def _execute(lv: _Level, targets: Targets, opts: RunOptions, baseline: dict[str, Any] | None,
+             base_src: str | None) -> tuple[dict[str, Any], list[dict[str, Any]], RunOutput]:
+    """Send one level's requests; (result, per-request rows, raw output)."""
+    from muxserve.bench.progress import LiveProgress
+
+    args, trace = lv.args, lv.trace
+    with LiveProgress(len(trace), not args.quiet) as bar:
+        out = run_trace(trace, targets, opts, bar.on_sent, bar.on_done)
+    if out.interrupted:
+        print(f"bench: interrupted after {len(out.outcomes)} of {len(trace)} requests; the "
+              "result covers those", file=sys.stderr)
+        trace = trace[:len(out.outcomes)]
+    extra = {"workload": lv.source, "alpha": args.alpha, "rate_scale": args.rate_scale,
+             "rates_rps": lv.offered, "duration_s": args.duration_s, "seed": args.seed,
+             "arrival": args.arrival, "cv": args.cv, "lengths": args.trace or args.lengths}
+    client = {"api": args.api, "timeout_s": args.timeout_s,
+              "max_concurrency": args.max_concurrency, "served_name": dict(targets.served_name),
+              "max_prompt_tokens": args.max_prompt_tokens,
+              "max_output_tokens": args.max_output_tokens}
+    result = bench_result(trace, out, label=args.label, rates_rps=lv.offered,
+                          base_url=targets.base_url, baseline=baseline, baseline_source=base_src,
+                          slo_scales=[float(s) for s in str(args.slo_scale).split(",")],
+                          ttft_slo_s=args.ttft_slo_s, tpot_slo_s=args.tpot_slo_s,
+                          window_s=parse_window(args.window), trace_info=lv.trace_info,
+                          client=client, extra=extra)
+    if args.plot and not args.sweep:
+        from muxserve.bench.plots import plot_timeline
+        from muxserve.sim.plots import plot_result
+
+        records = to_records(trace, out, baseline)
+        for f in [*plot_result(result, args.plot), plot_timeline(records, args.label, args.plot)]:
+            print(f"wrote {f}", file=sys.stderr)
+    return result, request_rows(trace, out), out
+
+
 def run(args: argparse.Namespace) -> int:
-    rates, source = workload_rates(args)
-    trace, offered, trace_info = build_trace(args, rates)
-    models = list(rates)
+    levels, sweep = _levels(args)
+    models = list(levels[0].offered)
     targets = resolve_targets(models, parse_base_urls(args.base_url),
                               parse_pairs(args.served_name, "--served-name"), args.api)
-    counts = {m: sum(r.model == m for r in trace) for m in models}
-    print(f"bench: {len(trace)} requests over {args.duration_s:g} s: "
-          + ", ".join(f"{m} {n} -> {targets.base_url[m]}" for m, n in counts.items()),
-          file=sys.stderr)
+    for lv in levels:
+        counts = {m: sum(r.model == m for r in lv.trace) for m in models}
+        tag = f" ({sweep[0]}={getattr(lv.args, sweep[0].replace('-', '_'))})" if sweep else ""
+        print(f"bench{tag}: {len(lv.trace)} requests over {args.duration_s:g} s: "
+              + ", ".join(f"{m} {n} -> {targets.base_url[m]}" for m, n in counts.items()),
+              file=sys.stderr)
     if args.dry_run:
         return 0
     api_key = args.api_key or next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)),
@@ -164,58 +266,36 @@ def run(args: argparse.Namespace) -> int:
     opts = RunOptions(args.timeout_s, args.max_concurrency, api_key, args.seed)
     if not args.no_preflight:
         preflight(targets, opts)
-    baseline, base_src = None, None
-    if args.slo_baseline:
-        baseline, base_src = load_baseline(args.slo_baseline), args.slo_baseline
-    elif args.measure_baseline:
-        baseline, failed = measure_baseline(_baseline_lengths(trace, models), targets, opts,
-                                            args.baseline_requests)
-        for m, err in failed.items():
-            print(f"bench: warning: no SLO baseline for {m!r}, its request failed: {err}",
-                  file=sys.stderr)
-        base_src = "measured"
-    if args.slo_baseline and baseline and (missing := [m for m in models
-                                                       if m not in baseline]):
-        print(f"bench: warning: no SLO baseline for {missing}: their requests count as missing "
-              "the SLO", file=sys.stderr)
-    from muxserve.bench.progress import LiveProgress
-
-    with LiveProgress(len(trace), not args.quiet) as bar:
-        out = run_trace(trace, targets, opts, bar.on_sent, bar.on_done)
-    if out.interrupted:
-        print(f"bench: interrupted after {len(out.outcomes)} of {len(trace)} requests; the "
-              "result covers those", file=sys.stderr)
-        trace = trace[:len(out.outcomes)]
-    slo_scales = [float(s) for s in str(args.slo_scale).split(",")]
-    extra = {"workload": source, "alpha": args.alpha, "rate_scale": args.rate_scale,
-             "rates_rps": offered, "duration_s": args.duration_s, "seed": args.seed,
-             "arrival": args.arrival, "cv": args.cv,
-             "lengths": args.trace or args.lengths}
-    client = {"api": args.api, "timeout_s": args.timeout_s, "max_concurrency": args.max_concurrency,
-              "served_name": dict(targets.served_name),
-              "max_prompt_tokens": args.max_prompt_tokens,
-              "max_output_tokens": args.max_output_tokens}
-    result = bench_result(trace, out, label=args.label, rates_rps=offered,
-                          base_url=targets.base_url, baseline=baseline, baseline_source=base_src,
-                          slo_scales=slo_scales, ttft_slo_s=args.ttft_slo_s,
-                          tpot_slo_s=args.tpot_slo_s, window_s=parse_window(args.window),
-                          trace_info=trace_info, client=client, extra=extra)
+    # one baseline for every level: each load is held to the same SLO
+    baseline, base_src = _get_baseline(args, levels[0].trace, models, targets, opts)
+    results, rows, interrupted = [], [], False
+    for lv in levels:
+        result, level_rows, out = _execute(lv, targets, opts, baseline, base_src)
+        if sweep:
+            value = getattr(lv.args, sweep[0].replace("-", "_"))
+            result["sweep"] = {sweep[0]: value}
+            level_rows = [{**row, "sweep": {sweep[0]: value}} for row in level_rows]
+        results.append(result)
+        rows += level_rows
+        if interrupted := out.interrupted:
+            break
+    final: Any = ({"sweep": sweep[0], "values": sweep[1], "results": results} if sweep
+                  else results[0])
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=1))
+    Path(args.output).write_text(json.dumps(final, indent=1))
     if args.save_requests:
         Path(args.save_requests).parent.mkdir(parents=True, exist_ok=True)
         with open(args.save_requests, "w") as fh:
-            for row in request_rows(trace, out):
+            for row in rows:
                 fh.write(json.dumps(row) + "\n")
-    if args.plot:
-        from muxserve.bench.plots import plot_timeline
-        from muxserve.sim.plots import plot_result
+    if args.plot and sweep:
+        from muxserve.sim.plots import plot_sweep
 
-        records = to_records(trace, out, baseline)
-        for f in [*plot_result(result, args.plot), plot_timeline(records, args.label, args.plot)]:
+        for f in plot_sweep(final, args.plot):
             print(f"wrote {f}", file=sys.stderr)
-    _summary(result)
-    return 130 if out.interrupted else 0
+    for result in results:
+        _summary(result)
+    return 130 if interrupted else 0
 
 
 def _fmt(v: float | None, scale: float = 1.0, unit: str = "") -> str:
@@ -223,6 +303,8 @@ def _fmt(v: float | None, scale: float = 1.0, unit: str = "") -> str:
 
 
 def _summary(r: dict[str, Any]) -> None:
+    if "sweep" in r:
+        print(" ".join(f"{k}={v}" for k, v in r["sweep"].items()))
     rows = [("total", r, r["errors"]["total"])] + [
         (m, pm, r["errors"]["per_model"][m]["total"]) for m, pm in r["per_model"].items()]
     for name, s, errs in rows:
