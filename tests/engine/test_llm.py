@@ -198,3 +198,12 @@ def test_real_models_share_one_pool_and_match_their_solo_runs() -> None:
     assert [o.token_ids for o in together] == [alone(llm, r).token_ids for r in reqs]
     assert "Paris" in together[0].text
     assert_clean(llm)
+
+
+def test_abort_of_a_waiting_request(llm: MultiModelLLM) -> None:
+    rid = llm.add_request(GenerationRequest("gemma", prompt(5, 30), greedy(5)))
+    assert llm.has_unfinished()
+    llm.abort(rid)
+    llm.abort(rid)  # twice, or an unknown id: nothing happens
+    assert llm.step() == []
+    assert_clean(llm)

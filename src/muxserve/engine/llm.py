@@ -25,7 +25,6 @@ from muxserve.engine.model_runner import ModelRunner, SeqInput
 from muxserve.engine.request import (
     GenerationOutput,
     GenerationRequest,
-    SeqStatus,
     Sequence,
     StepOutput,
 )
@@ -120,13 +119,8 @@ class MultiModelLLM:
     def abort(self, request_id: int) -> None:
         """Drop an unfinished request and free its blocks (unknown ids are ignored)."""
         seq = self._seqs.pop(request_id, None)
-        if seq is None:
-            return
-        if seq.status is SeqStatus.RUNNING:
+        if seq is not None:
             self.scheduler.finish(seq)
-        else:
-            self.scheduler.waiting[seq.model_id].remove(seq)
-            seq.status = SeqStatus.FINISHED
 
     # ---- offline API ----------------------------------------------------------------------
     def generate(self, requests: Iterable[GenerationRequest]) -> list[GenerationOutput]:
@@ -153,7 +147,7 @@ class MultiModelLLM:
     def check_integrity(self) -> None:
         """The block manager is consistent and holds blocks only for running sequences."""
         self.blocks.check_integrity()
-        running = {s.seq_id for seqs in self.scheduler.running.values() for s in seqs}
+        running = self.scheduler.running_seq_ids()
         for model_id in self._by_id:
             held = set(self.blocks.seqs_of(model_id))
             assert held <= running, f"model {model_id}: blocks held by non-running seqs " \

@@ -54,10 +54,16 @@ class SimpleScheduler:
         return any(self.waiting[m] or self.running[m] for m in self.model_ids)
 
     def finish(self, seq: Sequence) -> None:
-        """Drop a finished running sequence and free its blocks."""
-        self.running[seq.model_id].remove(seq)
-        self.blocks.free(seq.seq_id)
+        """Drop a finished (or aborted) sequence, waiting or running, and free its blocks."""
+        if seq.status is SeqStatus.RUNNING:
+            self.running[seq.model_id].remove(seq)
+            self.blocks.free(seq.seq_id)
+        elif seq.status is SeqStatus.WAITING:
+            self.waiting[seq.model_id].remove(seq)
         seq.status = SeqStatus.FINISHED
+
+    def running_seq_ids(self) -> set[int]:
+        return {s.seq_id for seqs in self.running.values() for s in seqs}
 
     def schedule(self) -> Batch | None:
         """The next batch (its blocks allocated), or None when nothing is left to do."""
