@@ -29,7 +29,8 @@ def plot_timeline(records: Sequence[RequestRecord], label: str, out_dir: str | P
             ax1.plot([r.arrival_s for r in bad], [0.0] * len(bad), "x",
                      color=pts[0].get_color(), label=f"{m} errors")
     ax1.set_ylabel("latency (s)")
-    ax1.legend(fontsize="small")
+    if records:
+        ax1.legend(fontsize="small")
     ax2.set_ylabel("TTFT (s)")
     ax2.set_xlabel("arrival (s)")
     fig.suptitle(f"{label}: per-request latency")

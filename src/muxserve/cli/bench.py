@@ -135,6 +135,8 @@ def build_trace(args: argparse.Namespace, rates: dict[str, float]
                 ) -> tuple[list[TraceRequest], dict[str, float], dict[str, Any] | None]:
     """(requests, offered rates, trace info). Synthetic: simulate's synthesize() call, same
     arguments. Trace replay: offered rates are the replayed counts / duration."""
+    if not args.duration_s > 0:
+        raise ValueError(f"--duration-s must be > 0, got {args.duration_s}")
     if args.trace == "servegen":
         trace, series = servegen_trace(list(rates), parse_lengths(args.lengths, SHAREGPT),
                                        args.seed, args.duration_s, args.trace_time_scale,
