@@ -1,0 +1,119 @@
+"""The FastAPI app: /v1 routes (routes.py), /health, /ready, /metrics, error bodies, limits.
+
+``create_app(config, backend)`` serves an already-loaded backend (tests);
+``create_app(config, load=fn)`` answers /health at once and loads the models in a thread, with
+/ready and the /v1 routes saying 503 until they are loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from muxserve.engine.protocol import UnitStats
+from muxserve.server.backend import UnitBackend, is_ready
+from muxserve.server.config import ServeConfig
+from muxserve.server.errors import APIError, install_handlers
+from muxserve.server.metrics import ServerMetrics
+from muxserve.server.routes import State, build_router
+
+log = logging.getLogger(__name__)
+
+
+def create_app(config: ServeConfig, backend: UnitBackend | None = None,
+               load: Callable[[], UnitBackend] | None = None) -> FastAPI:
+    assert (backend is None) != (load is None), "give a backend or a load function"
+    metrics = ServerMetrics(lambda: _stats(state))
+    state = State(config.server, metrics)
+    state.backend = backend
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if load is not None:
+            task = asyncio.ensure_future(_load(state, load))
+        yield
+        if task is not None:
+            task.cancel()
+        close = getattr(state.backend, "close", None)
+        if callable(close):
+            await asyncio.to_thread(close)
+
+    app = FastAPI(title="muxserve", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible multi-model server (MuxServe).")
+    app.state.muxserve = state
+    install_handlers(app)
+    app.include_router(build_router(state))
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", responses={503: {"description": "models still loading"}})
+    async def ready() -> JSONResponse:
+        b = state.backend
+        if b is None or not is_ready(b):
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ready", "models": b.models()})
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics_route() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)  # type: ignore[arg-type]
+    return app
+
+
+async def _load(state: State, load: Callable[[], UnitBackend]) -> None:
+    try:
+        state.backend = await asyncio.to_thread(load)
+        log.info("models loaded: %s", ", ".join(state.backend.models()))
+    except Exception:
+        log.exception("loading the models failed")
+        raise
+
+
+def _stats(state: State) -> UnitStats:
+    if state.backend is None:
+        return UnitStats(0, 0, 0.0)
+    return state.backend.stats()
+
+
+class BodyLimit:
+    """413 for request bodies over `max_bytes` (by Content-Length or as they stream in), so a
+    huge prompt cannot exhaust memory before validation."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length", b"0")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await self._too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.max_bytes:
+                raise APIError(413, f"request body over {self.max_bytes} bytes")
+            return msg
+
+        await self.app(scope, limited, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        resp: Any = APIError(413, f"request body over {self.max_bytes} bytes").response()
+        await resp(scope, receive, send)

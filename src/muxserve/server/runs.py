@@ -1,0 +1,167 @@
+"""Running the choices of one HTTP request on the backend.
+
+A `Job` owns the request's choices (prompts x n): it starts them, merges their token events in
+arrival order, enforces the server-side deadline, records metrics, and -- whatever way it ends
+(finished, client gone, timeout, error) -- aborts every unfinished choice so the engine frees
+its KV blocks at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from muxserve.engine.protocol import GenerateRequest, TokenEvent
+from muxserve.server.backend import UnitBackend
+from muxserve.server.errors import APIError
+from muxserve.server.metrics import ServerMetrics
+from muxserve.server.prepare import Prepared
+
+log = logging.getLogger(__name__)
+_ids = itertools.count()
+
+
+@dataclass
+class Choice:
+    index: int
+    req_id: str
+    prompt_tokens: int
+    events: AsyncIterator[TokenEvent]
+    first: TokenEvent | None = None  # primed before the response starts
+    text: list[str] = field(default_factory=list)
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    first_token_s: float = 0.0
+
+
+class Job:
+    """One request's choices. Use as ``async with Job(...) as job:`` then ``job.stream()``."""
+
+    def __init__(self, prep: Prepared, backend: UnitBackend, metrics: ServerMetrics,
+                 timeout_s: float) -> None:
+        self.prep, self.backend, self.metrics = prep, backend, metrics
+        self.id = f"{uuid.uuid4().hex[:16]}{next(_ids)}"
+        self.created = int(time.time())
+        self.start_s = time.perf_counter()
+        self.deadline_s = self.start_s + timeout_s
+        self.choices: list[Choice] = []
+
+    async def __aenter__(self) -> Job:
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _start(self) -> None:
+        """Submit every choice and wait for each one's first event (so a request the backend
+        rejects becomes a 400 before any byte of the response is sent)."""
+        for p, (prompt, params) in enumerate(zip(self.prep.prompts, self.prep.params,
+                                                strict=True)):
+            for k in range(self.prep.n):
+                index = p * self.prep.n + k
+                req_id = f"{self.id}-{index}"
+                events = aiter(self.backend.generate(GenerateRequest(
+                    req_id, self.prep.model, prompt, params, arrival_s=self.start_s)))
+                self.choices.append(Choice(index, req_id, len(prompt), events))
+        for c in self.choices:
+            try:
+                c.first = await self._next(c)
+            except ValueError as e:
+                raise APIError(400, str(e), code="invalid_value") from e
+            except StopAsyncIteration as e:
+                raise APIError(503, "the backend ended the request without output") from e
+
+    async def _next(self, c: Choice) -> TokenEvent:
+        left = self.deadline_s - time.perf_counter()
+        try:
+            ev = await asyncio.wait_for(anext(c.events), max(left, 0.0))
+        except TimeoutError:
+            self.metrics.aborted.labels(self.prep.model, "timeout").inc()
+            raise APIError(504, "the request timed out on the server", code="timeout") from None
+        self._record(c, ev)
+        return ev
+
+    def _record(self, c: Choice, ev: TokenEvent) -> None:
+        now = time.perf_counter()
+        if ev.token_ids and not c.first_token_s:
+            c.first_token_s = now
+            self.metrics.ttft.labels(self.prep.model).observe(now - self.start_s)
+        c.completion_tokens = ev.completion_tokens or c.completion_tokens + len(ev.token_ids)
+        c.prompt_tokens = ev.prompt_tokens or c.prompt_tokens
+        c.text.append(ev.text)
+        if ev.finished:
+            c.finish_reason = ev.finish_reason
+            m = self.prep.model
+            self.metrics.latency.labels(m).observe(now - self.start_s)
+            if c.completion_tokens > 1:
+                self.metrics.tpot.labels(m).observe(
+                    (now - c.first_token_s) / (c.completion_tokens - 1))
+            self.metrics.generation_tokens.labels(m).inc(c.completion_tokens)
+            self.metrics.prompt_tokens.labels(m).inc(c.prompt_tokens)
+
+    async def stream(self) -> AsyncIterator[tuple[Choice, TokenEvent]]:
+        """(choice, event) in arrival order, starting with the primed first events; raises
+        APIError(504) at the deadline and APIError(503) when the backend fails a choice."""
+        for c in self.choices:
+            assert c.first is not None
+            yield c, c.first
+            _raise_if_error(c.first)
+        live = [c for c in self.choices if c.finish_reason is None]
+        pending: dict[asyncio.Task[TokenEvent], Choice] = {}
+        try:
+            for c in live:
+                pending[asyncio.ensure_future(self._next(c))] = c
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    c = pending.pop(task)
+                    ev = task.result()
+                    yield c, ev
+                    _raise_if_error(ev)
+                    if not ev.finished:
+                        pending[asyncio.ensure_future(self._next(c))] = c
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def run_to_end(self) -> None:
+        async for _ in self.stream():
+            pass
+
+    async def close(self) -> None:
+        """Abort every unfinished choice (client gone, timeout, error) and close iterators."""
+        for c in self.choices:
+            if c.finish_reason is None:
+                reason = "timeout" if time.perf_counter() >= self.deadline_s else "client"
+                self.metrics.aborted.labels(self.prep.model, reason).inc()
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.backend.abort(c.req_id))
+            aclose = getattr(c.events, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(BaseException):
+                    await aclose()
+
+    @property
+    def usage(self) -> dict[str, int]:
+        prompt = sum(c.prompt_tokens for c in self.choices[::self.prep.n])
+        completion = sum(c.completion_tokens for c in self.choices)
+        return {"prompt_tokens": prompt, "completion_tokens": completion,
+                "total_tokens": prompt + completion}
+
+
+def _raise_if_error(ev: TokenEvent) -> None:
+    if ev.finish_reason == "error":
+        raise APIError(503, f"the model failed this request: {ev.error or 'unknown error'}",
+                       code="backend_error")
