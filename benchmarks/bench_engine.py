@@ -259,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += rows_for(model, arch, dtype, ours, theirs, roof, args)
         del hf
     print_table(rows, roof)
-    print(f"greedy tokens after {AGREEMENT_PROMPT!r} equal to transformers' (fraction): "
-          + ", ".join(f"{k}: {v:.2f}" for k, v in agree.items()))
+    if agree:
+        print(f"greedy tokens after {AGREEMENT_PROMPT!r} equal to transformers' (fraction): "
+              + ", ".join(f"{k}: {v:.2f}" for k, v in agree.items()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
