@@ -149,21 +149,47 @@ def test_check_integrity_catches_corruption() -> None:
     bm = BlockManager(num_blocks=8)
     bm.register_model(0, 1, 2, 128)
     bm.allocate(1, 0, 10)
+    # free = returned ids (_free) + never-used ids [_fresh, n)
     bm._free.append(bm._seqs[1].table[0][0])  # a block both free and owned
-    bm._num_free += 1
-    bm._free.remove(7)  # (keep the counts right, so that the id check is what fails)
-    bm._num_free -= 1
+    bm._fresh += 1  # (keep the counts right, so that the id check is what fails)
     with pytest.raises(AssertionError, match="also free"):
         bm.check_integrity()
     bm._free.pop()
-    bm._free.append(7)
+    bm._fresh -= 1
     bm.check_integrity()
-    bm._free.pop()  # a block neither free nor owned
+    bm._fresh += 1  # a block neither free nor owned
     with pytest.raises(AssertionError, match="disagree"):
         bm.check_integrity()
     bm._num_free -= 1
     with pytest.raises(AssertionError, match="leaked"):
         bm.check_integrity()
+
+
+def test_lazy_free_list_hands_out_ids_as_an_eager_lifo_stack() -> None:
+    # the free list starts as [n-1, ..., 0] (block 0 on top); freed ids go back on top
+    bm = BlockManager(num_blocks=12)
+    bm.register_model(0, 1, 2, 128)  # g=2 blocks per 32 tokens
+    bm.allocate(1, 0, 64)
+    bm.allocate(2, 0, 32)
+    assert bm.block_table(1) == [[0, 1], [2, 3]] and bm.block_table(2) == [[4, 5]]
+    bm.free(1)  # stack top now: 0, 1, 2, 3 pushed in that order -> 3 on top
+    bm.allocate(3, 0, 32)
+    assert bm.block_table(3) == [[3, 2]]
+    bm.allocate(4, 0, 64)  # the returned 1, 0, then the never-used 6, 7
+    assert bm.block_table(4) == [[1, 0], [6, 7]]
+    bm.free(2)
+    bm.allocate(5, 0, 96)  # returned 5, 4, then a row straddling nothing left: 8, 9 / 10, 11
+    assert bm.block_table(5) == [[5, 4], [8, 9], [10, 11]]
+    assert bm.num_free_blocks == 0
+    bm.check_integrity()
+
+
+def test_big_pool_is_cheap_to_build() -> None:
+    bm = BlockManager(num_blocks=50_000_000)  # an eager free list would be 400 MB of ids
+    bm.register_model(0, 2, 2, 128)
+    bm.allocate(1, 0, 33)
+    assert bm.block_table(1) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert bm.num_free_blocks == 50_000_000 - 8
 
 
 def test_counting_mode_has_no_ids_but_the_same_counts() -> None:

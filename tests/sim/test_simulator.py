@@ -174,3 +174,32 @@ def test_kv_pool_and_baseline_helpers() -> None:
     assert min_tp(cost, UnitModel(0, "a", llama7)) == 1 and min_tp(cost, big) == 4
     base = isolated_latency_s(cost, {"a": UnitModel(0, "a", llama7)}, {"a": 1})
     assert base(TraceRequest(0, "a", 0.0, 10, 5)) == pytest.approx(0.1 + 4 * 0.01)
+
+
+@pytest.mark.parametrize("policy", ["muxserve", "spatial", "fcfs"])
+def test_block_id_tracking_does_not_change_the_run(policy: str) -> None:
+    # the simulator counts blocks (track_block_ids=False) for speed; naming them, as the engine
+    # does, must give the very same run: same event log, same times, same preemptions. A
+    # llama-7b pool of 40 token blocks forces preemptions; the profile cost model makes job
+    # times depend on batch and context, so any difference in decisions would show.
+    from muxserve.costmodel.profile import ProfileCostModel
+
+    llama7 = get_model_arch("llama-7b")
+    units = [SimUnit(tuple(UnitModel(i, f"m{i}", llama7, prefill_share=1.0, decode_share=0.5)
+                           for i in range(2)), 1, kv_blocks=1024 * 40)]
+    trace = _trace(4)
+    cost = ProfileCostModel()
+    out = []
+    for track in (True, False):
+        # avg_seq_tokens far below the real length: the sequence caps admit too many -> preempt
+        config = SimConfig(scheduler=SchedulerConfig(policy=policy, avg_seq_tokens=16),
+                           record_log=True, track_block_ids=track, check_every_events=97)
+        out.append(Simulator(units, cost, trace, config).run())
+    tracked, counted = out
+    assert tracked.block_managers[0].track_block_ids
+    assert not counted.block_managers[0].track_block_ids
+    assert tracked.log_digest == counted.log_digest
+    assert tracked.num_events == counted.num_events and tracked.num_jobs == counted.num_jobs
+    assert tracked.records == counted.records
+    assert tracked.schedulers[0].num_preemptions == counted.schedulers[0].num_preemptions
+    assert counted.unfinished == 0 and counted.schedulers[0].num_preemptions > 0
