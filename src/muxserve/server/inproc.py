@@ -103,6 +103,7 @@ class InprocBackend:
         while not self._stop.is_set():
             busy = self.llm.has_unfinished()
             self._drain(block=not busy)
+            self._stats = self._snapshot()
             if self.llm.has_unfinished():
                 try:
                     outs = self.llm.step()
@@ -110,9 +111,11 @@ class InprocBackend:
                     log.exception("engine step failed")
                     self._fail_all(f"engine step failed: {e}")
                     continue
+                # Publish before delivering, so a client that saw its request finish also
+                # sees its blocks freed in /metrics.
+                self._stats = self._snapshot()
                 for out in outs:
                     self._deliver(out)
-            self._stats = self._snapshot()
 
     def _drain(self, block: bool) -> None:
         try:

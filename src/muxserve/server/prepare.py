@@ -110,7 +110,7 @@ def _prompt_list(prompt: Any) -> list[str | list[int]]:
 
 def _encode_prompt(prompt: str | list[int], tok: Tokenizer) -> tuple[int, ...]:
     if isinstance(prompt, str):
-        ids = tok.encode(prompt, add_special_tokens=True)
+        ids = tok.encode(prompt, add_special_tokens=True) if prompt else []
         if not ids:
             raise APIError(400, "prompt is empty; give at least one character or token id",
                            param="prompt")
