@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,11 @@ class ProfileCostModel(CostModel):
         self._ref_archs = {m: known[m] for m in self.table.models() if m in known}
         self.transfer = transfer or RooflineCostModel(self.device, dtype_bytes=dtype_bytes)
         self._refs: dict[tuple[str, int, int, str], ProfileRef] = {}
+        # per (arch object, tp, phase): the ref and its grid's interpolator, so a simulator's
+        # hundreds of thousands of calls skip resolve()'s key (num_params is computed) and the
+        # table's lookups. The arch is held, so its id() cannot be reused while cached.
+        self._fast: dict[tuple[int, int, str], tuple[ModelArch, ProfileRef,
+                                                     Callable[[float, float, float], float]]] = {}
 
     def resolve(self, arch: ModelArch, tp: int, phase: str) -> ProfileRef:
         """The profiled entry that prices ``arch`` at ``tp`` (memoised)."""
@@ -77,6 +83,17 @@ class ProfileCostModel(CostModel):
             ref = self._resolve(arch, tp, phase)
             self._refs[key] = ref
         return ref
+
+    def _lookup(self, arch: ModelArch, tp: int, phase: str
+                ) -> tuple[ProfileRef, Callable[[float, float, float], float]]:
+        hit = self._fast.get((id(arch), tp, phase))
+        if hit is None or hit[0] is not arch:
+            ref = self.resolve(arch, tp, phase)
+            if len(self._fast) >= 4096:  # many throwaway arch objects: start over
+                self._fast.clear()
+            hit = (arch, ref, self.table.interpolator(ref.model, ref.num_gpus, phase))
+            self._fast[(id(arch), tp, phase)] = hit
+        return hit[1], hit[2]
 
     def _resolve(self, arch: ModelArch, tp: int, phase: str) -> ProfileRef:
         name = self.aliases.get(arch.name, arch.name)
@@ -104,9 +121,8 @@ class ProfileCostModel(CostModel):
     def prefill_ms(self, arch: ModelArch, num_seqs: int, num_tokens: int, share: float,
                    tp: int = 1) -> float:
         check_job(num_seqs, num_tokens, share, tp, what="num_seqs")
-        ref = self.resolve(arch, tp, "prefill")
-        ms = self.table.interpolate(ref.model, ref.num_gpus, "prefill", share * 100.0, num_seqs,
-                                    num_tokens / num_seqs)
+        ref, interp = self._lookup(arch, tp, "prefill")
+        ms = interp(share * 100.0, num_seqs, num_tokens / num_seqs)
         if ref.exact:
             return ms
         r = self.transfer
@@ -117,9 +133,8 @@ class ProfileCostModel(CostModel):
     def decode_ms(self, arch: ModelArch, batch: int, context_tokens: int, share: float,
                   tp: int = 1) -> float:
         check_job(batch, context_tokens, share, tp)
-        ref = self.resolve(arch, tp, "decoding")
-        ms = self.table.interpolate(ref.model, ref.num_gpus, "decoding", share * 100.0, batch,
-                                    context_tokens / batch)
+        ref, interp = self._lookup(arch, tp, "decoding")
+        ms = interp(share * 100.0, batch, context_tokens / batch)
         if ref.exact:
             return ms
         r = self.transfer

@@ -27,7 +27,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +177,7 @@ class ProfileTable:
                        if any(x >= 0 for x in v.values())}
         if not self._grids:
             raise ValueError("profile table has no measured entries")
+        self._interps: dict[tuple[str, int, str], _Interpolator] = {}
 
     def entries(self) -> list[ProfileEntry]:
         return list(self._entries)
@@ -206,20 +207,67 @@ class ProfileTable:
         if g is None:
             raise ValueError(f"no {phase} profile for {model!r} on {num_gpus} device(s); have: "
                              f"{', '.join(f'{m}/tp{t}' for m, t, p in sorted(self._grids))}")
+        return self._interp_of(model, num_gpus, phase)(sm_pct, batch, seq_len)
+
+    def _interp_of(self, model: str, num_gpus: int, phase: str) -> _Interpolator:
+        key = (model, num_gpus, phase)
+        f = self._interps.get(key)
+        if f is None:
+            f = self._interps[key] = _Interpolator(self._grids[key])
+        return f
+
+    def interpolator(self, model: str, num_gpus: int, phase: str
+                     ) -> Callable[[float, float, float], float]:
+        """``f(sm_pct, batch, seq_len)`` = ``interpolate(model, num_gpus, phase, ...)``, with the
+        grid lookups resolved once: for callers that query one grid many times (the simulator)."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}; valid: {', '.join(PHASES)}")
+        if (model, num_gpus, phase) not in self._grids:
+            self.interpolate(model, num_gpus, phase, 100.0, 1.0, 1.0)  # raises the named error
+        return self._interp_of(model, num_gpus, phase)
+
+
+class _Interpolator:
+    """One grid's interpolation with its axes and values in nested lists (no tuple-keyed dict
+    lookups) and the share bracket memoised per share (a unit uses a handful of shares). The
+    arithmetic is the one of the module docstring, operation for operation, so the results are
+    bit-identical to a fresh computation."""
+
+    def __init__(self, g: _Grid) -> None:
+        self.batches = list(g.batches)
+        self.seq_lens = list(g.seq_lens)
         # share axis in 1/share, descending sm -> ascending inverse
-        inv = [100.0 / sm for sm in reversed(g.sm_pcts)]
-        si, sj, sw = _lerp_axis(inv, 100.0 / sm_pct, clamp_low=True)
-        sm_i, sm_j = g.sm_pcts[len(inv) - 1 - si], g.sm_pcts[len(inv) - 1 - sj]
-        bi, bj, bw = _lerp_axis(g.batches, batch, clamp_low=True)
-        qi, qj, qw = _lerp_axis(g.seq_lens, seq_len, clamp_low=True)
+        self.inv = [100.0 / sm for sm in reversed(g.sm_pcts)]
+        self.sm_pcts = g.sm_pcts
+        self.values = {sm: [[g.values[(sm, b, q)] for q in g.seq_lens] for b in g.batches]
+                       for sm in g.sm_pcts}
+        self._share: dict[float, tuple[list[list[float]], list[list[float]], float]] = {}
+        self._batch: dict[float, tuple[int, int, float]] = {}
 
-        def at(sm: int) -> float:
-            def row(b: int) -> float:
-                return _combine(g.values[(sm, b, g.seq_lens[qi])],
-                                g.values[(sm, b, g.seq_lens[qj])], qw)
-            return _combine(row(g.batches[bi]), row(g.batches[bj]), bw)
+    def _share_bracket(self, sm_pct: float) -> tuple[list[list[float]], list[list[float]], float]:
+        n = len(self.inv)
+        si, sj, sw = _lerp_axis(self.inv, 100.0 / sm_pct, clamp_low=True)
+        return self.values[self.sm_pcts[n - 1 - si]], self.values[self.sm_pcts[n - 1 - sj]], sw
 
-        return _combine(at(sm_i), at(sm_j), sw)
+    def __call__(self, sm_pct: float, batch: float, seq_len: float) -> float:
+        sh = self._share.get(sm_pct)
+        if sh is None:
+            sh = self._share_bracket(sm_pct)
+            if len(self._share) < 4096:  # bounded: a sweep over shares must not grow it forever
+                self._share[sm_pct] = sh
+        vi, vj, sw = sh
+        bb = self._batch.get(batch)
+        if bb is None:  # batches are integers in practice: a few hundred distinct values
+            bb = _lerp_axis(self.batches, batch, clamp_low=True)
+            if len(self._batch) < 4096:
+                self._batch[batch] = bb
+        bi, bj, bw = bb
+        qi, qj, qw = _lerp_axis(self.seq_lens, seq_len, clamp_low=True)
+        ri, rj = vi[bi], vi[bj]
+        at_i = _combine(_combine(ri[qi], ri[qj], qw), _combine(rj[qi], rj[qj], qw), bw)
+        ri, rj = vj[bi], vj[bj]
+        at_j = _combine(_combine(ri[qi], ri[qj], qw), _combine(rj[qi], rj[qj], qw), bw)
+        return _combine(at_i, at_j, sw)
 
 
 def _intkey(k: str, what: str) -> int:
