@@ -17,7 +17,6 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from muxserve.engine.protocol import UnitStats
 from muxserve.server.backend import UnitBackend, is_ready
 from muxserve.server.config import ServeConfig
 from muxserve.server.errors import APIError, install_handlers
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 def create_app(config: ServeConfig, backend: UnitBackend | None = None,
                load: Callable[[], UnitBackend] | None = None) -> FastAPI:
     assert (backend is None) != (load is None), "give a backend or a load function"
-    metrics = ServerMetrics(lambda: _stats(state))
+    metrics = ServerMetrics(lambda: state.last_stats)
     state = State(config.server, metrics)
     state.backend = backend
 
@@ -65,7 +64,17 @@ def create_app(config: ServeConfig, backend: UnitBackend | None = None,
 
     @app.get("/metrics", response_class=Response)
     async def metrics_route() -> Response:
+        if state.backend is not None:  # a runtime's stats() is a round trip to the unit
+            state.last_stats = await asyncio.to_thread(state.backend.stats)
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/debug/info", include_in_schema=False)
+    async def debug_info() -> JSONResponse:
+        """The runtime's diagnostics (unit and worker pids, integrity): for tests and ops."""
+        info = getattr(state.backend, "info", None)
+        if not callable(info):
+            return JSONResponse({"error": "no diagnostics for this backend"}, status_code=404)
+        return JSONResponse(await asyncio.to_thread(info))
 
     app.add_middleware(BodyLimit, max_bytes=config.server.max_body_bytes)  # type: ignore[arg-type]
     return app
@@ -78,12 +87,6 @@ async def _load(state: State, load: Callable[[], UnitBackend]) -> None:
     except Exception:
         log.exception("loading the models failed")
         raise
-
-
-def _stats(state: State) -> UnitStats:
-    if state.backend is None:
-        return UnitStats(0, 0, 0.0)
-    return state.backend.stats()
 
 
 class BodyLimit:

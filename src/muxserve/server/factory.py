@@ -23,7 +23,7 @@ def make_backend(cfg: ServeConfig) -> UnitBackend:
         kind = "runtime" if runtime_available() else "inproc"
     if kind == "runtime":
         return _runtime(cfg)
-    if cfg.mode != "muxserve":
+    if cfg.mode != "muxserve":  # pragma: no cover - a warning only
         log.warning("the inproc backend runs one shared engine; mode %r is ignored", cfg.mode)
     from muxserve.server.inproc import InprocBackend
 
@@ -31,5 +31,9 @@ def make_backend(cfg: ServeConfig) -> UnitBackend:
 
 
 def _runtime(cfg: ServeConfig) -> UnitBackend:
-    raise ValueError("backend 'runtime' is not available yet (muxserve.engine.runtime is "
-                     "missing); use backend: inproc")
+    from muxserve.engine.runtime import UnitConfig
+    from muxserve.server.runtime_backend import RuntimeBackend
+
+    unit = UnitConfig.of(dict(cfg.models), mode=cfg.mode, dtype=cfg.dtype,
+                         kv_pool_bytes=cfg.kv_pool_mib * 2**20)
+    return RuntimeBackend(unit)

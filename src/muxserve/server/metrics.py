@@ -52,6 +52,9 @@ class _UnitCollector(Collector):
 
 
 class ServerMetrics:
+    """stats: returns the engine gauges' latest snapshot (the /metrics route refreshes it off
+    the event loop before rendering)."""
+
     def __init__(self, stats: Callable[[], UnitStats]) -> None:
         self.registry = CollectorRegistry()
         r = self.registry

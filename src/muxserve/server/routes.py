@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from muxserve.engine.protocol import UnitStats
 from muxserve.server.backend import UnitBackend
 from muxserve.server.config import ServerOptions
 from muxserve.server.errors import APIError
@@ -41,6 +42,7 @@ class State:
         self.opts, self.metrics = opts, metrics
         self.backend: UnitBackend | None = None
         self.in_flight: Counter[str] = Counter()
+        self.last_stats = UnitStats(0, 0, 0.0)
         self.started = int(time.time())
 
     def ready_backend(self) -> UnitBackend:

@@ -79,8 +79,15 @@ class Job:
                 c.first = await self._next(c)
             except ValueError as e:
                 raise APIError(400, str(e), code="invalid_value") from e
+            except APIError:
+                raise
             except StopAsyncIteration as e:
                 raise APIError(503, "the backend ended the request without output") from e
+            except Exception as e:  # the unit is gone (UnitDeadError) or similar
+                raise APIError(503, f"the model is unavailable: {e}", code="backend_error",
+                               headers={"Retry-After": "5"}) from e
+            if _rejected(c.first):
+                raise APIError(400, c.first.error or "request rejected", code="invalid_value")
 
     async def _next(self, c: Choice) -> TokenEvent:
         left = self.deadline_s - time.perf_counter()
@@ -159,6 +166,16 @@ class Job:
         completion = sum(c.completion_tokens for c in self.choices)
         return {"prompt_tokens": prompt, "completion_tokens": completion,
                 "total_tokens": prompt + completion}
+
+
+# An error as a request's first event, with no token, is the unit refusing it -- unless the
+# message says a worker or the unit failed while running it.
+_FAILURE_WORDS = ("died", "failed", "exited", "gone", "restarted")
+
+
+def _rejected(ev: TokenEvent) -> bool:
+    return (ev.finish_reason == "error" and not ev.token_ids and not ev.completion_tokens
+            and not any(w in (ev.error or "") for w in _FAILURE_WORDS))
 
 
 def _raise_if_error(ev: TokenEvent) -> None:
