@@ -58,7 +58,7 @@ def test_bad_input_exits_2_with_one_line(args: tuple[str, ...], message: str) ->
 @pytest.mark.slow
 def test_smollm2_greedy_answer_is_deterministic() -> None:
     args = ("--model", "smollm2-135m", "--prompt", "What is the capital of France?", "--chat",
-            "--max-tokens", "12")
+            "--max-tokens", "8")
     a, b = muxserve(*args), muxserve(*args)
     assert a.returncode == 0, a.stderr
     assert a.stdout.strip() and a.stdout == b.stdout
