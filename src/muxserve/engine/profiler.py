@@ -40,6 +40,8 @@ DEFAULT_SHARES_PCT = (50, 100)
 QUICK_BATCHES = (1, 4, 16)
 QUICK_SEQ_LENS = (32, 128, 512)
 MAX_TIMED_S = 3.0  # stop repeating a point once its timed runs add up to this
+# as engine.compare.OMP_ENV: the runtime's workers wait passively, so the profile does too
+WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,8 @@ def run_profile(spec: ProfileSpec, cores: Sequence[int] | None = None,
 
     on_done(model, share_pct, seconds) is called after each subprocess finishes."""
     cores = list(cores) if cores is not None else usable_cores()
+    for k, v in WORKER_ENV.items():  # the unit runtime's workers run with the same setting
+        os.environ.setdefault(k, v)
     entries: list[ProfileEntry] = []
     ctx = get_context("spawn")  # a fresh interpreter: no inherited torch thread pool
     for source in spec.models:
@@ -168,6 +172,7 @@ def machine_meta(spec: ProfileSpec, cores: Sequence[int]) -> dict[str, object]:
         "max_prefill_tokens": spec.max_prefill_tokens,
         "block_numel": spec.block_numel,
         "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
+        "env": {k: os.environ.get(k, v) for k, v in WORKER_ENV.items()},
     }
 
 
