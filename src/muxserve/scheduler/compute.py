@@ -7,6 +7,7 @@ temporal: one vLLM-style engine per model) and ``max_jobs`` (temporal: 1) tighte
 
 from __future__ import annotations
 
+import functools
 import math
 
 from muxserve.scheduler.api import Job
@@ -15,6 +16,7 @@ from muxserve.types import Phase
 PARTS = 10
 
 
+@functools.cache  # a unit has a handful of shares; this is asked on every scheduling try
 def parts_of(share: float) -> int:
     # the epsilon keeps 0.3 * 10 = 3.0000000000000004 at 3 parts
     return max(1, math.ceil(share * PARTS - 1e-9))

@@ -101,11 +101,18 @@ class DecodeGroup:
         vLLM/MuxServe. Returns the preempted requests; the step runs on what remains.
         """
         assert not self.in_flight, "a decode step of this model is already running"
-        for st in self.joiners:
-            self._join(st, bm)
-        self.joiners.clear()
-        due = [st for st in _unique(self._row_at.pop(self.steps, ()))
-               if st.in_group and self._tokens_after_step(st) > st.kv_cap]
+        if self.joiners:
+            for st in self.joiners:
+                self._join(st, bm)
+            self.joiners.clear()
+        entries = self._row_at.pop(self.steps, None)
+        if not entries:
+            return []
+        steps = self.steps
+        # (generated() and _tokens_after_step() inlined: this runs on every decode step)
+        due = [st for st in (_unique(entries) if len(entries) > 1 else entries)
+               if st.in_group
+               and st.req.prompt_tokens + st.gen_base + steps - st.step_base > st.kv_cap]
         if not due:
             return []
         if len(due) * self.g <= bm.num_free_blocks and bm.quota(self.model_id) is None:
@@ -140,8 +147,10 @@ class DecodeGroup:
         max_output_tokens (still members: the caller removes them)."""
         self.in_flight = False
         self.steps += 1
-        due = self._finish_at.pop(self.steps, ())
-        return [st for st in _unique(due)
+        due = self._finish_at.pop(self.steps, None)
+        if not due:
+            return []
+        return [st for st in (_unique(due) if len(due) > 1 else due)
                 if st.in_group and self.generated(st) >= st.max_output_tokens]
 
     def check_integrity(self, bm: BlockManager) -> None:

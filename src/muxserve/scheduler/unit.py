@@ -16,6 +16,7 @@ its block table already has room for position prompt + n - 1 when the job starts
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 
 from muxserve.kvcache.block_manager import BlockManager
 from muxserve.scheduler.api import (
@@ -35,6 +36,9 @@ from muxserve.scheduler.policy import POLICY_SPECS, capacity_parts, job_shares
 from muxserve.scheduler.quota import QuotaManager
 from muxserve.scheduler.state import ReqState, RequestTable, Status
 from muxserve.types import Phase
+
+_NO_EARLY: AbstractSet[int] = frozenset()  # update()'s "no request stopped early"
+PREFILL, DECODE = Phase.PREFILL, Phase.DECODE
 
 
 class UnitScheduler:
@@ -203,15 +207,19 @@ class UnitScheduler:
         st.num_preemptions += 1
 
     # ---- results --------------------------------------------------------------------------
-    def update(self, job: Job, result: JobResult, now_s: float) -> StepEvents:
+    def update(self, job: Job, result: JobResult | None, now_s: float) -> StepEvents:
         """A job ended at now_s: every live request in it got one token; finished requests
-        (max_output_tokens reached, or named by ``result``) free their blocks."""
-        if result.job_id != job.job_id:
-            raise ValueError(f"result of job {result.job_id} given for job {job.job_id}")
-        early = set(result.finished_req_ids)
-        if early and not early <= set(job.req_ids):
-            raise ValueError(f"job {job.job_id}: finished_req_ids {sorted(early)} name requests "
-                             f"outside the job {job.req_ids}")
+        (max_output_tokens reached, or named by ``result``) free their blocks. ``result=None``
+        means no request stopped early (the simulator's case: no per-job result object)."""
+        early = _NO_EARLY
+        if result is not None:
+            if result.job_id != job.job_id:
+                raise ValueError(f"result of job {result.job_id} given for job {job.job_id}")
+            if result.finished_req_ids:
+                early = set(result.finished_req_ids)
+                if not early <= set(job.req_ids):
+                    raise ValueError(f"job {job.job_id}: finished_req_ids {sorted(early)} name "
+                                     f"requests outside the job {job.req_ids}")
         job = self.ledger.end(job.job_id)
         self._last_end_s[job.model_id] = now_s
         if job.phase is Phase.PREFILL:
@@ -222,7 +230,7 @@ class UnitScheduler:
         preempted, self._preempted = tuple(self._preempted), []
         return StepEvents(first, tokens, finished, preempted)
 
-    def _end_prefill(self, batch: list[ReqState], early: set[int]
+    def _end_prefill(self, batch: list[ReqState], early: AbstractSet[int]
                      ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         first: list[int] = []
         tokens: list[int] = []
@@ -243,7 +251,7 @@ class UnitScheduler:
                 self.groups[st.req.model_id].add(st)
         return tuple(first), tuple(tokens), tuple(finished)
 
-    def _end_decode(self, job: Job, early: set[int]
+    def _end_decode(self, job: Job, early: AbstractSet[int]
                     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Every member got a token (O(1)); only aborted and finishing members are touched.
         Returns (requests that got a token, finished requests)."""

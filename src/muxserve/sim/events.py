@@ -49,6 +49,10 @@ class EventQueue:
         self._heap: list[tuple[float, int, int, Event]] = []
         self._seq = 0
 
+    def priorities(self) -> dict[EventKind, int]:
+        """The priority of each kind (lower pops first among same-time events)."""
+        return dict(self._prio)
+
     def push(self, ev: Event) -> None:
         heapq.heappush(self._heap, (ev.time_s, self._prio[ev.kind], self._seq, ev))
         self._seq += 1
