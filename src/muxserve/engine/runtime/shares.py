@@ -112,12 +112,15 @@ def fixed_core_sets(cores: tuple[int, ...], model_ids: list[int],
     if k > n:
         return {m: (cores[i * n // k],) for i, m in enumerate(model_ids)}
     w = [max(weights.get(m, 1.0), 1e-9) for m in model_ids]
-    # largest-remainder apportionment of the n - k spare cores on top of one each
-    quotas = [(n - k) * x / sum(w) for x in w]
-    sizes = [1 + math.floor(q) for q in quotas]
-    rest = sorted(range(k), key=lambda i: (-(quotas[i] - math.floor(quotas[i])), i))
-    for i in rest[:n - sum(sizes)]:
+    ideal = [n * x / sum(w) for x in w]
+    # largest remainder, with at least one core each
+    sizes = [max(1, math.floor(q)) for q in ideal]
+    by_remainder = sorted(range(k), key=lambda i: (-(ideal[i] - math.floor(ideal[i])), i))
+    for i in by_remainder[:max(0, n - sum(sizes))]:
         sizes[i] += 1
+    while sum(sizes) > n:  # the minimum of one pushed us over: shrink the largest
+        big = [i for i in range(k) if sizes[i] > 1]
+        sizes[max(big, key=lambda i: (sizes[i] - ideal[i], sizes[i], -i))] -= 1
     out, start = {}, 0
     for m, size in zip(model_ids, sizes, strict=True):
         out[m] = cores[start:start + size]

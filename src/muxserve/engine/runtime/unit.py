@@ -87,6 +87,7 @@ class UnitLoop:
         self.reqs: dict[int, LiveRequest] = {}
         self.ids: dict[str, int] = {}
         self._next_rid = 0
+        self.max_running_jobs = 0  # most jobs in flight at once (evidence of multiplexing)
         self.t0 = time.monotonic()
         self.running = True
         self._start_workers()
@@ -194,6 +195,8 @@ class UnitLoop:
         assert w.inflight is None, f"{w.label} already runs job {w.inflight}"
         seqs = tuple(self._work(rid, job.phase) for rid in job.req_ids)
         w.inflight = job
+        self.max_running_jobs = max(self.max_running_jobs,
+                                    sum(x.inflight is not None for x in self.workers.values()))
         w.send(JobMsg(job.job_id, seqs, self.shares.acquire(job.job_id, job.model_id,
                                                             job.share)))
 
@@ -301,6 +304,8 @@ class UnitLoop:
             "unit_pid": os.getpid(),
             "workers": {w.label: w.pid for w in self.workers.values()},
             "restarts": {w.label: w.restarts for w in self.workers.values()},
+            "inflight": {w.label: len(w.inflight.req_ids) if w.inflight else 0
+                         for w in self.workers.values()},
             "weight_bytes": {b.name: b.weight_bytes for b in self.models.values()},
             "kv_pool_bytes": self.pool.nbytes,
             "kv_blocks_used": self.bm.used_blocks(),
@@ -308,6 +313,7 @@ class UnitLoop:
             "cores": list(self.shares.cores),
             "fixed_cores": {self.models[m].name: list(c) for m, c in self.shares.fixed.items()},
             "preemptions": self.sched.num_preemptions,
+            "max_running_jobs": self.max_running_jobs,
             "integrity": integrity,
         }
 

@@ -1,0 +1,242 @@
+"""The unit runtime end to end on tiny random models: real unit and worker processes.
+
+One unit per mode (module-scoped; ~10-20 s to start on a busy 2-core machine). Checks: outputs
+under concurrency equal MultiModelLLM alone in all three modes; each mode's concurrency; stop
+rules and bad input over the message boundary; one shared KV pool and shared weights; a long
+mixed run with aborts and preemptions leaks no block; a killed worker fails only its in-flight
+requests, is restarted, and the other model keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+from collections.abc import Iterator
+
+import pytest
+from runtime_helpers import (
+    greedy,
+    prompt,
+    reference,
+    shared_mappings,
+    shutdown_and_check,
+    unit_config,
+    wait_for,
+)
+
+from muxserve.engine.protocol import GenerateRequest, TokenEvent
+from muxserve.engine.runtime import UnitClient, UnitRuntime
+from muxserve.types import SamplingParams
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+@pytest.fixture(scope="module", params=["muxserve", "spatial", "temporal"])
+def unit(request: pytest.FixtureRequest) -> Iterator[UnitRuntime]:
+    rt = UnitRuntime(unit_config(request.param, integrity_checks=True))
+    rt.start()
+    try:
+        yield rt
+    finally:
+        shutdown_and_check(rt)
+
+
+@pytest.fixture(scope="module")
+def mux_unit(unit: UnitRuntime) -> UnitRuntime:
+    if unit.config.mode != "muxserve":
+        pytest.skip("muxserve-mode test")
+    return unit
+
+
+def mixed_requests(tag: str) -> list[GenerateRequest]:
+    return [GenerateRequest(f"{tag}{i}-{m}", m, prompt(i + (m == "gemma"), 3 + 9 * i),
+                            greedy(6 + 3 * i))
+            for i in range(4) for m in ("llama", "gemma")]
+
+
+def test_outputs_under_concurrency_equal_outputs_alone(unit: UnitRuntime) -> None:
+    reqs = mixed_requests("eq")
+    want = reference(reqs)
+    outs = unit.run_requests(reqs, timeout_s=120)
+    assert {o.req_id: o.token_ids for o in outs} == want
+    assert all(o.finish_reason == "length" and o.error is None for o in outs)
+    assert [o.prompt_tokens for o in outs] == [len(r.prompt_token_ids) for r in reqs]
+    info = unit.info()
+    assert info["kv_blocks_used"] == 0 and info["integrity"] == "ok"
+    # the mode shapes concurrency: temporal runs one job at a time, muxserve overlaps jobs of
+    # different models/phases on the two cores' shares
+    if unit.config.mode == "temporal":
+        assert info["max_running_jobs"] == 1
+    elif unit.config.mode == "muxserve":
+        assert info["max_running_jobs"] >= 2
+    else:
+        assert 1 <= info["max_running_jobs"] <= 2  # one job per model at a time
+
+
+def test_stop_token_seeds_and_bad_input(unit: UnitRuntime) -> None:
+    base = GenerateRequest("base", "llama", prompt(5, 20), greedy(10))
+    full = reference([base])["base"]
+    stop_at = full[3]
+    first = full.index(stop_at)
+    sampled = SamplingParams(max_tokens=8, temperature=0.8, top_k=50, seed=11)
+    reqs = [GenerateRequest("stop", "llama", base.prompt_token_ids,
+                            greedy(10, stop_token_ids=(stop_at,))),
+            GenerateRequest("s1", "gemma", prompt(2, 9), sampled),
+            GenerateRequest("s2", "gemma", prompt(2, 9), sampled),
+            GenerateRequest("nomodel", "mistral", (1, 2), greedy()),
+            GenerateRequest("vocab", "llama", (1, 300), greedy()),
+            GenerateRequest("toolong", "llama", prompt(0, 256), greedy()),
+            GenerateRequest("empty", "gemma", (), greedy())]
+    outs = {o.req_id: o for o in unit.run_requests(reqs, timeout_s=60)}
+    assert outs["stop"].token_ids == full[:first + 1] and outs["stop"].finish_reason == "stop"
+    assert outs["s1"].token_ids == outs["s2"].token_ids and len(outs["s1"].token_ids) == 8
+    assert "unknown model 'mistral'" in (outs["nomodel"].error or "")
+    assert "[300]" in (outs["vocab"].error or "")
+    assert "context window is 256" in (outs["toolong"].error or "")
+    assert "prompt is empty" in (outs["empty"].error or "")
+    assert {outs[k].finish_reason for k in ("nomodel", "vocab", "toolong", "empty")} == {"error"}
+    # the seeded draw is the same in every mode: it depends on (seed, step), not on the worker
+    again = unit.run_requests([GenerateRequest("s3", "gemma", prompt(2, 9), sampled)])
+    assert again[0].token_ids == outs["s1"].token_ids
+    assert unit.info()["kv_blocks_used"] == 0
+
+
+def test_kv_pool_is_one_allocation_and_weights_are_shared(unit: UnitRuntime) -> None:
+    info = unit.info()
+    pids = [unit.pid, *info["workers"].values()]
+    pools = [shared_mappings(p, info["kv_pool_bytes"]) for p in pids]
+    common = set.intersection(*pools)
+    assert len(common) == 1, f"KV pool mappings per process: {pools}"  # the same shm file
+    unit_maps = _file_maps(unit.pid)
+    for label, pid in info["workers"].items():
+        model = label.split("/")[0]
+        shared = sum(size for key, size in _file_maps(pid).items() if key in unit_maps)
+        # the worker maps the unit's own storages: pool + at least this model's weights
+        assert shared >= info["kv_pool_bytes"] + info["weight_bytes"][model], (label, shared)
+
+
+def _file_maps(pid: int) -> dict[tuple[str, int], int]:
+    out: dict[tuple[str, int], int] = {}
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 6 and parts[5].startswith("/dev/shm") or (
+                    len(parts) >= 6 and "torch_" in parts[5]):
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                key = (parts[3], int(parts[4]))
+                out[key] = max(out.get(key, 0), hi - lo)
+    return out
+
+
+def test_long_mixed_run_with_aborts_leaks_no_block(unit: UnitRuntime) -> None:
+    rng = random.Random(7)
+    reqs = []
+    for i in range(48):
+        m = rng.choice(("llama", "gemma"))
+        params = greedy(rng.randint(1, 40)) if rng.random() < 0.7 else SamplingParams(
+            max_tokens=rng.randint(1, 30), temperature=1.0, top_p=0.9, seed=i,
+            stop_token_ids=(rng.randrange(300),))
+        reqs.append(GenerateRequest(f"mix{i}", m, prompt(i, rng.randint(1, 120)), params))
+    abort_ids = {r.req_id for r in rng.sample(reqs, 12)}
+    ends: dict[str, TokenEvent] = {}
+    tokens: dict[str, list[int]] = {r.req_id: [] for r in reqs}
+    for r in reqs:
+        unit.submit(r)
+    aborted = 0
+    while len(ends) < len(reqs):
+        for ev in unit.events(timeout_s=1.0):
+            assert ev.req_id not in ends, f"event after the end of {ev.req_id}"
+            tokens[ev.req_id].extend(ev.token_ids)
+            if ev.finished:
+                ends[ev.req_id] = ev
+            elif ev.req_id in abort_ids and aborted < len(abort_ids):
+                unit.abort(ev.req_id)  # mid-run, after its first tokens
+                aborted += 1
+        for rid in list(abort_ids - set(ends))[:2]:
+            unit.abort(rid)  # some before any token
+    wait_for(lambda: unit.info()["live_requests"] == 0, 10, "unit to drain")
+    info = unit.info()
+    assert info["kv_blocks_used"] == 0 and info["integrity"] == "ok", info
+    assert {e.finish_reason for e in ends.values()} <= {"stop", "length", "abort"}
+    assert any(e.finish_reason == "abort" for e in ends.values())
+    done = [r for r in reqs if ends[r.req_id].finish_reason == "length" and r.params.greedy]
+    want = reference(done)
+    assert {r.req_id: tuple(tokens[r.req_id]) for r in done} == want
+    stats = unit.stats()
+    assert stats.kv_blocks_used == 0 and all(m.running == m.waiting == 0 for m in stats.models)
+
+
+def test_unit_client_streams_and_cancels(mux_unit: UnitRuntime) -> None:
+    client = UnitClient(mux_unit)
+    req = GenerateRequest("stream", "gemma", prompt(1, 12), greedy(15))
+    want = reference([req])["stream"]
+
+    async def main() -> tuple[list[TokenEvent], list[TokenEvent]]:
+        evs = [ev async for ev in client.generate(req)]
+        cut = []
+        async for ev in client.generate(GenerateRequest("cut", "llama", prompt(2, 5),
+                                                        greedy(200))):
+            cut.append(ev)
+            if len(cut) == 3:
+                break  # leaving the stream aborts the request
+        return evs, cut
+
+    try:
+        evs, cut = asyncio.run(main())
+        assert tuple(t for e in evs for t in e.token_ids) == want
+        assert evs[-1].finish_reason == "length" and evs[-1].completion_tokens == 15
+        assert not any(e.finished for e in evs[:-1]) and len(cut) == 3
+        # the aborted request's blocks return once its in-flight job ends
+        wait_for(lambda: mux_unit.info()["kv_blocks_used"] == 0, 10, "the abort")
+        assert mux_unit.info()["live_requests"] == 0
+        assert client.models() == ["llama", "gemma"]
+        assert client.tokenizer("gemma").decode([104, 105]) == "hi"
+        assert client.stats().kv_blocks_used == 0
+    finally:
+        mux_unit.set_event_handler(None)
+
+
+def test_killed_worker_fails_its_requests_restarts_and_others_keep_serving(
+        mux_unit: UnitRuntime) -> None:
+    rt = mux_unit
+    pid = rt.info()["workers"]["llama/decode"]
+    os.kill(pid, signal.SIGSTOP)  # freeze it so that its next decode job stays in flight
+    try:
+        victims = [GenerateRequest(f"v{i}", "llama", prompt(i, 10 + i), greedy(30))
+                   for i in range(3)]
+        others = [GenerateRequest(f"o{i}", "gemma", prompt(i, 7 + i), greedy(20))
+                  for i in range(3)]
+        for r in victims + others:
+            rt.submit(r)
+        wait_for(lambda: rt.info()["inflight"]["llama/decode"] > 0, 30, "llama decode job")
+        in_flight = rt.info()["inflight"]["llama/decode"]
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    ends: dict[str, TokenEvent] = {}
+    got: dict[str, list[int]] = {r.req_id: [] for r in victims + others}
+    wait_for(lambda: _collect(rt, ends, got) == 6, 60, "all six requests to end")
+    failed = [r for r in victims if ends[r.req_id].finish_reason == "error"]
+    assert len(failed) == in_flight  # exactly the requests of the job the worker died in
+    for r in failed:
+        e = ends[r.req_id]
+        assert "worker for model 'llama' (decode) died (killed by SIGKILL)" in (e.error or "")
+        assert len(got[r.req_id]) == 1  # the first token (from the prefill worker) only
+    survivors = [r for r in victims if r not in failed] + others
+    want = reference(survivors)
+    assert {r.req_id: tuple(got[r.req_id]) for r in survivors} == want
+    info = rt.info()
+    assert info["restarts"]["llama/decode"] == 1 and info["workers"]["llama/decode"] != pid
+    assert info["kv_blocks_used"] == 0 and info["integrity"] == "ok"
+    assert {m.model: m.worker_restarts for m in rt.stats().models} == {"llama": 1, "gemma": 0}
+    again = [GenerateRequest("after", "llama", prompt(4, 9), greedy(12))]
+    assert rt.run_requests(again, timeout_s=60)[0].token_ids == reference(again)["after"]
+
+
+def _collect(rt: UnitRuntime, ends: dict[str, TokenEvent], got: dict[str, list[int]]) -> int:
+    for ev in rt.events(timeout_s=0.2):
+        got[ev.req_id].extend(ev.token_ids)
+        if ev.finished:
+            ends[ev.req_id] = ev
+    return len(ends)
