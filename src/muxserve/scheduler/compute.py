@@ -31,6 +31,7 @@ class ComputeLedger:
         self.used_parts = 0
         self.running: dict[int, Job] = {}
         self._keys: set[tuple[int, Phase]] = set()
+        self._per_phase = dict.fromkeys(Phase, 0)  # running jobs per phase: any_running in O(1)
 
     def can_start(self, model_id: int, phase: Phase, share: float) -> bool:
         """Free to start: no job of this (model, phase) runs, and the share fits."""
@@ -47,12 +48,13 @@ class ComputeLedger:
         return self.used_parts + parts_of(share) <= self.capacity_parts
 
     def any_running(self, phase: Phase) -> bool:
-        return any(p is phase for _, p in self._keys)
+        return self._per_phase[phase] > 0
 
     def start(self, job: Job) -> None:
         assert self.can_start(job.model_id, job.phase, job.share), f"no room for {job}"
         self.running[job.job_id] = job
         self._keys.add((job.model_id, job.phase))
+        self._per_phase[job.phase] += 1
         self.used_parts += parts_of(job.share)
 
     def end(self, job_id: int) -> Job:
@@ -62,6 +64,7 @@ class ComputeLedger:
             raise ValueError(f"job {job_id} is not running (finished twice, or never "
                              f"scheduled); running: {sorted(self.running)}") from None
         self._keys.discard((job.model_id, job.phase))
+        self._per_phase[job.phase] -= 1
         self.used_parts -= parts_of(job.share)
         return job
 
@@ -69,3 +72,5 @@ class ComputeLedger:
         assert self.used_parts == sum(parts_of(j.share) for j in self.running.values())
         assert self._keys == {(j.model_id, j.phase) for j in self.running.values()}
         assert len(self._keys) == len(self.running), "two jobs of one (model, phase) run"
+        assert self._per_phase == {ph: sum(j.phase is ph for j in self.running.values())
+                                   for ph in Phase}, f"stale per-phase counts {self._per_phase}"

@@ -42,6 +42,7 @@ class DecodeGroup:
         self._row_at: dict[int, list[ReqState]] = {}
         self._sum_prompt = 0
         self._sum_offset = 0  # sum of (gen_base - step_base): the batch's context in O(1)
+        self._ids: tuple[int, ...] | None = None  # member_ids() until the membership changes
 
     def __len__(self) -> int:
         return len(self.members)
@@ -50,6 +51,13 @@ class DecodeGroup:
         if st.in_group:
             return st.gen_base + self.steps - st.step_base
         return st.generated
+
+    def member_ids(self) -> tuple[int, ...]:
+        """The members' ids in join order; one tuple shared by the steps of an unchanged batch
+        (copying hundreds of ids per step was the one O(batch) cost left in a decode step)."""
+        if self._ids is None:
+            self._ids = tuple(self.members)
+        return self._ids
 
     def context_tokens(self) -> int:
         """KV tokens the members hold once this step's slots are appended: sum(prompt + gen)."""
@@ -66,6 +74,7 @@ class DecodeGroup:
             return
         st.generated = self.generated(st)
         del self.members[st.req_id]
+        self._ids = None
         self._sum_prompt -= st.req.prompt_tokens
         self._sum_offset -= st.gen_base - st.step_base
         st.in_group = False
@@ -77,6 +86,7 @@ class DecodeGroup:
         st.gen_base, st.step_base, st.in_group = st.generated, self.steps, True
         st.kv_cap = bm.blocks_of(st.req_id) // self.g * self.tpb
         self.members[st.req_id] = st
+        self._ids = None
         prompt = st.req.prompt_tokens
         self._sum_prompt += prompt
         self._sum_offset += st.gen_base - st.step_base
@@ -165,3 +175,4 @@ class DecodeGroup:
             prompt += st.req.prompt_tokens
             offset += st.gen_base - st.step_base
         assert (prompt, offset) == (self._sum_prompt, self._sum_offset), "stale group sums"
+        assert self._ids is None or self._ids == tuple(self.members), "stale member ids"

@@ -25,6 +25,8 @@ class RoundContext(Protocol):
 
     model_ids: list[int]
     rr_next: dict[str, int]  # round-robin pointers (index into model_ids), by pass name
+    # rotations[i] = model_ids[i:] + model_ids[:i], built once (a round-robin order per round)
+    rotations: Sequence[Sequence[int]]
 
     def try_start(self, model_id: int, phase: Phase) -> Job | None: ...
 
@@ -61,9 +63,8 @@ def run_pass(s: RoundContext, order: Iterable[int], phases: Sequence[Phase],
     return jobs
 
 
-def rr_order(s: RoundContext, rr_key: str) -> list[int]:
-    i = s.rr_next.get(rr_key, 0)
-    return s.model_ids[i:] + s.model_ids[:i]
+def rr_order(s: RoundContext, rr_key: str) -> Sequence[int]:
+    return s.rotations[s.rr_next.get(rr_key, 0)]
 
 
 def by_key(s: RoundContext, key: Callable[[int], Key | float | None]) -> list[int]:

@@ -68,6 +68,7 @@ class UnitScheduler:
                                     self.spec.one_job_per_model, self.spec.max_jobs)
         self.model_ids = ids
         self.rr_next: dict[str, int] = {}
+        self.rotations = [tuple(ids[i:] + ids[:i]) for i in range(len(ids))]
         self._next_job_id = 0
         self._last_end_s: dict[int, float] = {}
         self._batches: dict[int, list[ReqState]] = {}  # prefill job_id -> its requests
@@ -125,9 +126,10 @@ class UnitScheduler:
 
     def prefill_starved(self) -> bool:
         """A prefill could start but for compute, and no prefill runs: hold decodes back."""
-        if self.ledger.any_running(Phase.PREFILL):
+        if self.ledger.any_running(PREFILL):
             return False
-        return any(self._has_work(m, Phase.PREFILL) for m in self.model_ids)
+        table, bm, cap = self.table, self.bm, self.quota.seq_cap  # _has_work(m, PREFILL) inlined
+        return any(prefill_ready(table, bm, m, cap(m)) for m in self.model_ids)
 
     def _has_work(self, m: int, phase: Phase) -> bool:
         """A job of (m, phase) could start now if compute allowed it."""
@@ -166,11 +168,11 @@ class UnitScheduler:
         return max(oldest, self._last_end_s.get(m, oldest))
 
     def try_start(self, m: int, phase: Phase) -> Job | None:
-        prefill = phase is Phase.PREFILL
+        prefill = phase is PREFILL
         group = self.groups[m]
         if not self.table.waiting[m] if prefill else not (group.members or group.joiners):
             return None  # nothing to do: the cheap check first, this runs per model per round
-        share = self._shares[(m, phase)]
+        share = self._shares[m, phase]
         if not self.ledger.can_start(m, phase, share):
             return None
         if prefill:
@@ -187,7 +189,7 @@ class UnitScheduler:
                 self.num_preemptions += len(preempted)
             if not group.members:
                 return None
-            req_ids = tuple(group.members)
+            req_ids = group.member_ids()
             tokens, context = len(req_ids), group.context_tokens()
             group.in_flight = True
         job = Job(self._next_job_id, m, phase, req_ids, tokens, context, share)

@@ -32,14 +32,15 @@ def simulate(units: Sequence[SimUnit], cost_model: CostModel, trace: Sequence[Tr
              slo_scales: Sequence[float] = (5.0,), rates_rps: Mapping[str, float] | None = None,
              max_sim_s: float | None = None, ttft_slo_s: float | None = None,
              tpot_slo_s: float | None = None, window_s: tuple[float, float] | None = None,
-             record_log: bool = False,
+             record_log: bool = False, track_block_ids: bool = False,
              progress: Callable[[float], None] | None = None,
              extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Run ``trace`` on ``units`` with scheduling ``policy``; return build_result's dict plus a
     ``sim`` section (events, jobs, wall time, simulated requests per wall second)."""
     sched = replace(scheduler or SchedulerConfig(), policy=policy)
     sim = Simulator(units, cost_model, trace,
-                    SimConfig(scheduler=sched, max_sim_s=max_sim_s, record_log=record_log),
+                    SimConfig(scheduler=sched, max_sim_s=max_sim_s, record_log=record_log,
+                              track_block_ids=track_block_ids),
                     slo_baseline=slo_baseline_fn(units, cost_model))
     res = sim.run(progress=progress)
     info: dict[str, Any] = {
