@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from muxserve.server.config import config_from_dict, load_config, with_overrides
+    from muxserve.server.config import load_config, with_overrides
 
     cfg = load_config(args.config)
     top = {k: v for k, v in (("mode", args.mode), ("dtype", args.dtype),
@@ -47,11 +47,10 @@ def build_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     if args.model:
         top["models"] = dict(_named(m) for m in args.model)
     if top:
-        base = {"models": dict(cfg.models), "mode": cfg.mode, "dtype": cfg.dtype,
-                "backend": cfg.backend, "kv_pool_mib": cfg.kv_pool_mib,
-                "placement": cfg.placement}
-        cfg = replace(config_from_dict({**base, **top}, where="command line"),
-                      server=cfg.server)
+        models = top.pop("models", None)
+        cfg = replace(cfg, **top)
+        if models is not None:
+            cfg = replace(cfg, models=models, model_options={})
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     return with_overrides(cfg, host=args.host, port=args.port, api_key=api_key,
                           max_queue=args.max_queue, request_timeout_s=args.request_timeout_s)
@@ -71,9 +70,21 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from muxserve.server.app import create_app
-    from muxserve.server.factory import make_backend
+    from muxserve.server.factory import check_backend_config, make_backend
 
-    app = create_app(cfg, load=lambda: make_backend(cfg))
-    uvicorn.run(app, host=cfg.server.host, port=cfg.server.port, log_level=args.log_level,
-                timeout_graceful_shutdown=5)
+    check_backend_config(cfg)  # bad placement options fail now, not after the port is open
+    failed: list[Exception] = []
+
+    def stop(e: Exception) -> None:
+        failed.append(e)
+        server.should_exit = True
+
+    app = create_app(cfg, load=lambda: make_backend(cfg), on_load_error=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.server.host, port=cfg.server.port,
+                                           log_level=args.log_level,
+                                           timeout_graceful_shutdown=5))
+    server.run()
+    if failed:
+        print(f"muxserve serve: error: loading the models failed: {failed[0]}", file=sys.stderr)
+        return 2
     return 0

@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 
 def create_app(config: ServeConfig, backend: UnitBackend | None = None,
-               load: Callable[[], UnitBackend] | None = None) -> FastAPI:
+               load: Callable[[], UnitBackend] | None = None,
+               on_load_error: Callable[[Exception], None] | None = None) -> FastAPI:
+    """on_load_error: called (on the event loop) if `load` raises; /ready then reports the
+    error."""
     assert (backend is None) != (load is None), "give a backend or a load function"
     metrics = ServerMetrics(lambda: state.last_stats)
     state = State(config.server, metrics)
@@ -37,7 +40,7 @@ def create_app(config: ServeConfig, backend: UnitBackend | None = None,
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         task = None
         if load is not None:
-            task = asyncio.ensure_future(_load(state, load))
+            task = asyncio.ensure_future(_load(state, load, on_load_error))
         yield
         if task is not None:
             task.cancel()
@@ -58,8 +61,12 @@ def create_app(config: ServeConfig, backend: UnitBackend | None = None,
     @app.get("/ready", responses={503: {"description": "models still loading"}})
     async def ready() -> JSONResponse:
         b = state.backend
+        if state.load_error is not None:
+            return JSONResponse({"status": "failed", "error": state.load_error},
+                                status_code=503)
         if b is None or not is_ready(b):
-            return JSONResponse({"status": "loading"}, status_code=503)
+            return JSONResponse({"status": "loading" if b is None else "unavailable"},
+                                status_code=503)
         return JSONResponse({"status": "ready", "models": b.models()})
 
     @app.get("/metrics", response_class=Response)
@@ -80,13 +87,16 @@ def create_app(config: ServeConfig, backend: UnitBackend | None = None,
     return app
 
 
-async def _load(state: State, load: Callable[[], UnitBackend]) -> None:
+async def _load(state: State, load: Callable[[], UnitBackend],
+                on_error: Callable[[Exception], None] | None) -> None:
     try:
         state.backend = await asyncio.to_thread(load)
         log.info("models loaded: %s", ", ".join(state.backend.models()))
-    except Exception:
-        log.exception("loading the models failed")
-        raise
+    except Exception as e:
+        log.error("loading the models failed: %s", e)
+        state.load_error = f"{type(e).__name__}: {e}"
+        if on_error is not None:
+            on_error(e)
 
 
 class BodyLimit:

@@ -4,7 +4,12 @@ A YAML file (all keys optional except models)::
 
     models:                      # served name -> source (or a list of sources)
       llama: smollm2-135m        # built-in name, .gguf path, Hugging Face folder, random:<preset>
-      gemma: gemma3-270m
+      gemma:                     # or a mapping: the source and the model's placement in the unit
+        source: gemma3-270m
+        prefill_share: 0.5       # fractions of the unit's compute, (0, 1]
+        decode_share: 0.5
+        rate_rps: 2.0            # expected rate (seeds ADBS's KV quotas)
+        max_num_seqs: 64
     mode: muxserve               # muxserve | spatial | temporal
     dtype: float32               # float32 | bfloat16
     kv_pool_mib: 512
@@ -27,6 +32,8 @@ DEFAULT_MODELS = {"smollm2-135m": "smollm2-135m", "gemma3-270m": "gemma3-270m"}
 MODES = ("muxserve", "spatial", "temporal")
 DTYPES = ("float32", "bfloat16")
 BACKENDS = ("auto", "runtime", "inproc")
+MODEL_OPTIONS = {"prefill_share": float, "decode_share": float, "rate_rps": float,
+                 "max_num_seqs": int}
 API_KEY_ENV = "MUXSERVE_API_KEY"
 
 
@@ -69,7 +76,8 @@ class ServeConfig:
     dtype: str = "float32"
     kv_pool_mib: int = 512
     backend: str = "auto"
-    placement: str | None = None  # a placement YAML for the runtime (optional)
+    # served name -> its placement options (MODEL_OPTIONS) for the runtime's ModelSpec
+    model_options: Mapping[str, Mapping[str, float | int]] = field(default_factory=dict)
     server: ServerOptions = field(default_factory=ServerOptions)
 
     def __post_init__(self) -> None:
@@ -83,6 +91,17 @@ class ServeConfig:
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("backend", self.backend, BACKENDS)
         _check_int("kv_pool_mib", self.kv_pool_mib, 1, 2**20)
+        for name, opts in self.model_options.items():
+            if name not in self.models:
+                raise ValueError(f"model_options: {name!r} is not a served model")
+            for key, value in opts.items():
+                kind = MODEL_OPTIONS.get(key)
+                if kind is None:
+                    raise ValueError(f"models: {name}: unknown field {key!r}; valid: source, "
+                                     f"{', '.join(MODEL_OPTIONS)}")
+                if isinstance(value, bool) or not isinstance(value, int | (kind)):
+                    raise ValueError(f"models: {name}: {key} must be a {kind.__name__}, "
+                                     f"got {value!r}")
 
 
 def load_config(path: str | os.PathLike[str] | None) -> ServeConfig:
@@ -108,7 +127,7 @@ def config_from_dict(raw: Mapping[str, Any], where: str = "config") -> ServeConf
         raise ValueError(f"{where}: unknown field(s) {unknown}; valid: {sorted(top)}")
     kw = dict(raw)
     if "models" in kw:
-        kw["models"] = _models(kw["models"], where)
+        kw["models"], kw["model_options"] = _models(kw["models"], where)
     server = kw.pop("server", None) or {}
     if not isinstance(server, Mapping):
         raise ValueError(f"{where}: server must be a mapping, got {server!r}")
@@ -122,7 +141,8 @@ def config_from_dict(raw: Mapping[str, Any], where: str = "config") -> ServeConf
         raise ValueError(f"{where}: {e}") from e
 
 
-def _models(value: Any, where: str) -> dict[str, str]:
+def _models(value: Any, where: str) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """({served name: source}, {served name: placement options}) from the models field."""
     if isinstance(value, str):
         value = [value]
     if isinstance(value, list):
@@ -134,11 +154,22 @@ def _models(value: Any, where: str) -> dict[str, str]:
                 raise ValueError(f"{where}: models: {src!r} is listed twice; use a mapping "
                                  f"{{served name: source}} to serve it under two names")
             out[src] = src
-        return out
-    if isinstance(value, Mapping):
-        return {str(k): v for k, v in value.items()}
-    raise ValueError(f"{where}: models must be a list of sources or a mapping "
-                     f"{{served name: source}}, got {value!r}")
+        return out, {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: models must be a list of sources or a mapping "
+                         f"{{served name: source}}, got {value!r}")
+    sources, options = {}, {}
+    for name, entry in value.items():
+        if isinstance(entry, Mapping):
+            entry = dict(entry)
+            if not isinstance(entry.get("source"), str):
+                raise ValueError(f"{where}: models: {name}: give its source (a string), "
+                                 f"got {entry.get('source')!r}")
+            sources[str(name)] = entry.pop("source")
+            options[str(name)] = entry
+        else:
+            sources[str(name)] = entry
+    return sources, options
 
 
 def with_overrides(cfg: ServeConfig, **server: Any) -> ServeConfig:

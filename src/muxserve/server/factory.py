@@ -30,10 +30,30 @@ def make_backend(cfg: ServeConfig) -> UnitBackend:
     return InprocBackend(cfg.models, dtype=cfg.dtype, kv_pool_bytes=cfg.kv_pool_mib * 2**20)
 
 
+def check_backend_config(cfg: ServeConfig) -> None:
+    """Raise ValueError for a config the chosen backend cannot serve (before any loading)."""
+    if cfg.backend != "inproc" and (cfg.backend == "runtime" or runtime_available()):
+        unit_config(cfg)
+    elif cfg.model_options:
+        log.warning("the inproc backend ignores per-model placement options")
+
+
 def _runtime(cfg: ServeConfig) -> UnitBackend:
-    from muxserve.engine.runtime import UnitConfig
+    unit = unit_config(cfg)
     from muxserve.server.runtime_backend import RuntimeBackend
 
-    unit = UnitConfig.of(dict(cfg.models), mode=cfg.mode, dtype=cfg.dtype,
-                         kv_pool_bytes=cfg.kv_pool_mib * 2**20)
     return RuntimeBackend(unit)
+
+
+def unit_config(cfg: ServeConfig):  # type: ignore[no-untyped-def]
+    """The runtime's UnitConfig: one unit on this machine with every served model."""
+    from muxserve.engine.runtime import ModelSpec, UnitConfig
+
+    specs = []
+    for name, source in cfg.models.items():
+        try:
+            specs.append(ModelSpec(name, source, **dict(cfg.model_options.get(name, {}))))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"models: {name}: {e}") from e
+    return UnitConfig(tuple(specs), mode=cfg.mode, dtype=cfg.dtype,
+                      kv_pool_bytes=cfg.kv_pool_mib * 2**20)

@@ -43,6 +43,7 @@ class State:
         self.backend: UnitBackend | None = None
         self.in_flight: Counter[str] = Counter()
         self.last_stats = UnitStats(0, 0, 0.0)
+        self.load_error: str | None = None
         self.started = int(time.time())
 
     def ready_backend(self) -> UnitBackend:
