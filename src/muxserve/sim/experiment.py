@@ -13,7 +13,14 @@ from typing import Any
 from muxserve.costmodel.base import CostModel
 from muxserve.scheduler import SchedulerConfig, UnitModel
 from muxserve.sim.metrics import build_result
-from muxserve.sim.simulator import SimConfig, Simulator, SimUnit, isolated_latency_s, min_tp
+from muxserve.sim.simulator import (
+    SimConfig,
+    Simulator,
+    SimUnit,
+    isolated_latency_s,
+    min_tp,
+    paused_gc,
+)
 from muxserve.sim.workload import TraceRequest
 
 
@@ -38,10 +45,11 @@ def simulate(units: Sequence[SimUnit], cost_model: CostModel, trace: Sequence[Tr
     """Run ``trace`` on ``units`` with scheduling ``policy``; return build_result's dict plus a
     ``sim`` section (events, jobs, wall time, simulated requests per wall second)."""
     sched = replace(scheduler or SchedulerConfig(), policy=policy)
-    sim = Simulator(units, cost_model, trace,
-                    SimConfig(scheduler=sched, max_sim_s=max_sim_s, record_log=record_log,
-                              track_block_ids=track_block_ids),
-                    slo_baseline=slo_baseline_fn(units, cost_model))
+    with paused_gc():  # (see paused_gc) also while a baseline is computed per request
+        sim = Simulator(units, cost_model, trace,
+                        SimConfig(scheduler=sched, max_sim_s=max_sim_s, record_log=record_log,
+                                  track_block_ids=track_block_ids),
+                        slo_baseline=slo_baseline_fn(units, cost_model))
     res = sim.run(progress=progress)
     info: dict[str, Any] = {
         "num_units": len(units),
@@ -57,6 +65,7 @@ def simulate(units: Sequence[SimUnit], cost_model: CostModel, trace: Sequence[Tr
     }
     if res.log_digest:
         info["event_log_digest"] = res.log_digest
-    return build_result(res.records, policy, slo_scales=slo_scales, rates_rps=rates_rps,
-                        ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, window_s=window_s,
-                        extra={"sim": info, **(extra or {})})
+    with paused_gc():  # a million RequestRecords: see paused_gc
+        return build_result(res.records, policy, slo_scales=slo_scales, rates_rps=rates_rps,
+                            ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s, window_s=window_s,
+                            extra={"sim": info, **(extra or {})})
