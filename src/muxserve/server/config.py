@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 DEFAULT_MODELS = {"smollm2-135m": "smollm2-135m", "gemma3-270m": "gemma3-270m"}
 MODES = ("muxserve", "spatial", "temporal")

@@ -7,6 +7,7 @@ the message. Bad input is always a 4xx; only our own bugs reach the 500 handler.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,7 +26,7 @@ class APIError(Exception):
     """An error answered with `status` and an OpenAI error body."""
 
     def __init__(self, status: int, message: str, param: str | None = None,
-                 code: str | None = None, headers: dict[str, str] | None = None,
+                 code: str | None = None, headers: Mapping[str, str] | None = None,
                  type_: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from typing import Any
 
 from muxserve.server.backend import UnitBackend
 from muxserve.server.config import ServeConfig
@@ -52,7 +53,8 @@ def unit_config(cfg: ServeConfig):  # type: ignore[no-untyped-def]
     specs = []
     for name, source in cfg.models.items():
         try:
-            specs.append(ModelSpec(name, source, **dict(cfg.model_options.get(name, {}))))
+            opts: dict[str, Any] = dict(cfg.model_options.get(name, {}))
+            specs.append(ModelSpec(name, source, **opts))
         except (TypeError, ValueError) as e:
             raise ValueError(f"models: {name}: {e}") from e
     return UnitConfig(tuple(specs), mode=cfg.mode, dtype=cfg.dtype,

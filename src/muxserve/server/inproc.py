@@ -131,10 +131,10 @@ class InprocBackend:
 
     def _handle(self, kind: str, arg: object) -> None:
         if kind == "add":
-            request, live = arg  # type: ignore[misc]
-            self._add(request, live)
+            assert isinstance(arg, tuple)
+            self._add(*arg)
         elif kind == "abort":
-            live = self._live.pop(arg, None)  # type: ignore[arg-type]
+            live = self._live.pop(str(arg), None)
             if live is not None:
                 del self._by_seq[live.seq_id]
                 self.llm.abort(live.seq_id)
