@@ -39,7 +39,8 @@ DEFAULT_SEQ_LENS = (32, 64, 128, 256, 512)
 DEFAULT_SHARES_PCT = (50, 100)
 QUICK_BATCHES = (1, 4, 16)
 QUICK_SEQ_LENS = (32, 128, 512)
-MAX_TIMED_S = 3.0  # stop repeating a point once its timed runs add up to this
+MAX_TIMED_S = 2.0  # stop repeating a point once its timed runs add up to this
+WARM_S = 0.25  # a warm-up call slower than this counts as a sample
 # as engine.compare.OMP_ENV: the runtime's workers wait passively, so the profile does too
 WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -91,8 +92,14 @@ def pin_to_cores(cores: Sequence[int]) -> None:
 
 
 def _median_ms(fn: Callable[[], object], reps: int) -> float:
-    fn()  # warm-up: first-touch of buffers, allocator growth
-    times: list[float] = []
+    """Median of up to ``reps`` timed calls after a warm-up call (first touch of buffers,
+    allocator growth). A warm-up slower than WARM_S already ran warm code paths (the process
+    measured smaller points first), so it counts as the first sample: big points cost one
+    call less. Timed calls stop once they add up to MAX_TIMED_S."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    times = [first] if first > WARM_S else []
     while len(times) < reps and sum(times) < MAX_TIMED_S:
         t0 = time.perf_counter()
         fn()
