@@ -28,6 +28,10 @@ def _unique(entries: Iterable[ReqState]) -> list[ReqState]:
     return list({st.req_id: st for st in entries}.values())
 
 
+def _join_order(st: ReqState) -> int:
+    return st.join_seq
+
+
 class DecodeGroup:
     def __init__(self, model_id: int, tokens_per_block: int, blocks_per_token_block: int) -> None:
         self.model_id = model_id
@@ -43,6 +47,7 @@ class DecodeGroup:
         self._sum_prompt = 0
         self._sum_offset = 0  # sum of (gen_base - step_base): the batch's context in O(1)
         self._ids: tuple[int, ...] | None = None  # member_ids() until the membership changes
+        self._joins = 0  # joins so far: a member's join_seq orders it like the members dict
 
     def __len__(self) -> int:
         return len(self.members)
@@ -84,6 +89,8 @@ class DecodeGroup:
 
     def _join(self, st: ReqState, bm: BlockManager) -> None:
         st.gen_base, st.step_base, st.in_group = st.generated, self.steps, True
+        st.join_seq = self._joins
+        self._joins += 1
         st.kv_cap = bm.blocks_of(st.req_id) // self.g * self.tpb
         self.members[st.req_id] = st
         self._ids = None
@@ -129,27 +136,35 @@ class DecodeGroup:
             for st in due:
                 self._grow(st, bm)
             return []
-        return self._start_step_short(bm, {st.req_id for st in due}, preempt)
+        return self._start_step_short(bm, due, preempt)
 
-    def _start_step_short(self, bm: BlockManager, due: set[int],
+    def _start_step_short(self, bm: BlockManager, due: list[ReqState],
                           preempt: Callable[[ReqState], None]) -> list[ReqState]:
-        order = list(self.members.values())  # oldest first
+        """The due members, oldest first, each get their block row; while one does not fit,
+        the newest member is preempted (the due member itself when it is the newest).
+
+        O(due log due + victims): the members dict is never walked. (It used to be copied
+        into a list and scanned every step, O(batch) per step with the pool full -- the
+        steady state of a loaded unit.) The members dict is in join order, so the newest
+        member is its last key and join_seq sorts the due ones the same way.
+        """
         preempted: list[ReqState] = []
-        i = 0
-        while i < len(order):
-            st = order[i]
-            if st.req_id in due:
-                delta = self._tokens_after_step(st) - bm.num_tokens(st.req_id)
-                while not bm.can_append(st.req_id, delta) and len(order) > i + 1:
-                    victim = order.pop()
-                    preempt(victim)
-                    preempted.append(victim)
-                if not bm.can_append(st.req_id, delta):
-                    preempt(st)
-                    preempted.append(st)
+        members = self.members
+        for st in sorted(due, key=_join_order):
+            if not st.in_group:  # preempted above as the newest member
+                continue
+            delta = self._tokens_after_step(st) - bm.num_tokens(st.req_id)
+            while not bm.can_append(st.req_id, delta):
+                victim = members[next(reversed(members))]
+                if victim is st:
                     break
-                self._grow(st, bm)
-            i += 1
+                preempt(victim)
+                preempted.append(victim)
+            if not bm.can_append(st.req_id, delta):
+                preempt(st)
+                preempted.append(st)
+                break
+            self._grow(st, bm)
         return preempted
 
     def end_step(self) -> list[ReqState]:

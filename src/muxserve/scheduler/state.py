@@ -31,6 +31,7 @@ class ReqState:
     gen_base: int = 0
     step_base: int = 0
     kv_cap: int = 0
+    join_seq: int = 0  # its position in the group's join order (members dict order)
 
     def __post_init__(self) -> None:
         self.req_id = self.req.req_id
