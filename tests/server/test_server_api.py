@@ -116,6 +116,10 @@ def test_token_id_prompt_stop_and_seed(client: httpx.Client) -> None:
     a = client.post("/v1/completions", json=body).json()
     b = client.post("/v1/completions", json=body).json()
     assert a["choices"][0]["text"] == b["choices"][0]["text"]  # seeded sampling repeats
+    # n seeded samples: the first is the n=1 answer, the others differ (seed + k)
+    many = client.post("/v1/completions", json={**body, "n": 3}).json()["choices"]
+    assert many[0]["text"] == a["choices"][0]["text"]
+    assert len({c["text"] for c in many}) == 3
     assert a["usage"]["prompt_tokens"] == 4
     text = a["choices"][0]["text"]
     if len(text) >= 3:

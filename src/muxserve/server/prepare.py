@@ -16,6 +16,11 @@ from muxserve.server.errors import APIError
 from muxserve.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from muxserve.types import SamplingParams
 
+# Request fields this server does not implement: only their defaults are accepted
+# (best_of 1 and null/false/0 mean "off").
+UNSUPPORTED = ("presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "echo",
+               "best_of", "suffix")
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -69,9 +74,11 @@ def _finish(body: SamplingFields, backend: UnitBackend, opts: ServerOptions,
         raise APIError(400, f"{len(prompts)} prompt(s) x n={body.n} is {len(prompts) * body.n} "
                             f"choices; this server allows at most {opts.max_n} per request",
                        param="n")
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(body, name):
-            raise APIError(400, f"{name} is not supported (only 0)", param=name)
+    for name in UNSUPPORTED:
+        value = getattr(body, name, None)
+        if _is_set(name, value):
+            raise APIError(400, f"{name}={value!r} is not supported by this server",
+                           param=name, code="unsupported")
     ctx = max_context(backend, body.model)
     params = tuple(_params(body, len(p), ctx, max_tokens, default_max_tokens) for p in prompts)
     return Prepared(body.model, tuple(prompts), params, body.n)
@@ -98,6 +105,16 @@ def _params(body: SamplingFields, prompt_len: int, ctx: int | None, max_tokens: 
                               ignore_eos=body.ignore_eos)
     except ValueError as e:
         raise APIError(400, str(e), code="invalid_value") from e
+
+
+def _is_set(name: str, value: Any) -> bool:
+    if value is None or value is False:
+        return False
+    if name == "best_of":
+        return bool(value != 1)
+    if name == "suffix":
+        return value != ""
+    return bool(value != 0)
 
 
 def _prompt_list(prompt: Any) -> list[str | list[int]]:

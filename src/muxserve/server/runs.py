@@ -15,13 +15,14 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from muxserve.engine.protocol import GenerateRequest, TokenEvent
 from muxserve.server.backend import UnitBackend
 from muxserve.server.errors import APIError
 from muxserve.server.metrics import ServerMetrics
 from muxserve.server.prepare import Prepared
+from muxserve.types import SamplingParams
 
 log = logging.getLogger(__name__)
 _ids = itertools.count()
@@ -72,7 +73,7 @@ class Job:
                 index = p * self.prep.n + k
                 req_id = f"{self.id}-{index}"
                 events = aiter(self.backend.generate(GenerateRequest(
-                    req_id, self.prep.model, prompt, params, arrival_s=self.start_s)))
+                    req_id, self.prep.model, prompt, _nth(params, k), arrival_s=self.start_s)))
                 self.choices.append(Choice(index, req_id, len(prompt), events))
         for c in self.choices:
             try:
@@ -176,6 +177,14 @@ _FAILURE_WORDS = ("died", "failed", "exited", "gone", "restarted")
 def _rejected(ev: TokenEvent) -> bool:
     return (ev.finish_reason == "error" and not ev.token_ids and not ev.completion_tokens
             and not any(w in (ev.error or "") for w in _FAILURE_WORDS))
+
+
+def _nth(params: SamplingParams, k: int) -> SamplingParams:
+    """The k-th of n samples: a seeded request gets seed + k, so its n choices differ but the
+    first one equals the same request with n=1."""
+    if k == 0 or params.seed is None:
+        return params
+    return replace(params, seed=(params.seed + k) % 2**63)
 
 
 def _raise_if_error(ev: TokenEvent) -> None:

@@ -42,10 +42,16 @@ class SamplingFields(BaseModel):
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     user: str | None = None
+    # Known but not implemented: anything but the default is a 400 (not silently ignored).
+    logprobs: bool | int | None = None
+    top_logprobs: int | None = None
 
 
 class CompletionRequest(SamplingFields):
     prompt: Prompt
+    echo: bool = False
+    best_of: int | None = None
+    suffix: str | None = None
 
 
 class TextPart(BaseModel):
