@@ -24,8 +24,9 @@ NUM_BLOCKS = 400
 
 
 def unit_config(mode: str, **kw: object) -> UnitConfig:
+    # a small avg_seq_tokens makes ADBS admit many sequences, so the pool runs out: preemption
     return UnitConfig.of(MODELS, mode=mode, num_kv_blocks=NUM_BLOCKS, block_numel=BLOCK_NUMEL,
-                         seed=0, **kw)
+                         seed=0, avg_seq_tokens=16, **kw)
 
 
 def greedy(n: int = 12, **kw: object) -> SamplingParams:
