@@ -221,3 +221,23 @@ def test_append_batch_is_all_or_nothing() -> None:
     assert not bm.append_batch([3])  # pool has room, model 1's quota does not
     assert bm.append_batch([3], 0) and bm.append_batch([], 5)
     bm.check_integrity()
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_grow_to_is_append_by_the_difference(track: bool) -> None:
+    a, b = BlockManager(64, track_block_ids=track), BlockManager(64, track_block_ids=track)
+    for bm in (a, b):
+        bm.register_model(0, 1, 2, 128)  # g=2, 32 tokens per block
+        bm.allocate(1, 0, 10)
+    for target in (10, 32, 33, 100, 100, 129):
+        a.append(1, target - a.num_tokens(1))
+        b.grow_to(1, target)
+        assert (a.num_tokens(1), a.blocks_of(1), a.num_free_blocks) == (
+            b.num_tokens(1), b.blocks_of(1), b.num_free_blocks)
+    assert b.blocks_of(1) == 10 and b.num_tokens(1) == 129
+    with pytest.raises(ValueError, match="num_new_tokens must be >= 0"):
+        b.grow_to(1, 128)
+    with pytest.raises(OutOfBlocksError):
+        b.grow_to(1, 32 * 33)
+    assert b.num_tokens(1) == 129 and b.blocks_of(1) == 10  # a failed grow changes nothing
+    b.check_integrity()

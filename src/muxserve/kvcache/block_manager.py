@@ -230,14 +230,27 @@ class BlockManager:
     def append(self, seq_id: int, num_new_tokens: int = 1) -> None:
         """Grow a sequence by ``num_new_tokens``: g new blocks per token-block boundary crossed."""
         seq = self._seq(seq_id)
-        need = self._append_need(seq, num_new_tokens)
-        if not self._fits(seq.model_id, need):
-            raise OutOfBlocksError(f"cannot append to seq {seq_id}: "
-                                   f"{self._why_not(seq.model_id, need)}")
-        for _ in range(need // seq.g):
-            seq.table.append(self._take(seq.g))
-        self._used[seq.model_id] += need
-        seq.num_tokens += num_new_tokens
+        self._grow(seq, seq_id, seq.num_tokens + num_new_tokens, num_new_tokens)
+
+    def grow_to(self, seq_id: int, num_tokens: int) -> None:
+        """``append(seq_id, num_tokens - num_tokens(seq_id))`` in one lookup: for a caller that
+        tracks the target length itself (the scheduler's decode groups sync lazily)."""
+        seq = self._seq(seq_id)
+        self._grow(seq, seq_id, num_tokens, num_tokens - seq.num_tokens)
+
+    def _grow(self, seq: _Seq, seq_id: int, new_tokens: int, num_new_tokens: int) -> None:
+        if num_new_tokens < 0:
+            raise ValueError(f"num_new_tokens must be >= 0, got {num_new_tokens}")
+        rows = -(-new_tokens // seq.tpb) - len(seq.table)
+        if rows:
+            need = rows * seq.g
+            if not self._fits(seq.model_id, need):
+                raise OutOfBlocksError(f"cannot append to seq {seq_id}: "
+                                       f"{self._why_not(seq.model_id, need)}")
+            for _ in range(rows):
+                seq.table.append(self._take(seq.g))
+            self._used[seq.model_id] += need
+        seq.num_tokens = new_tokens
 
     def append_batch(self, seq_ids: Sequence[int], num_new_tokens: int = 1) -> bool:
         """Grow every sequence of ``seq_ids`` by ``num_new_tokens`` if ALL of them fit the pool

@@ -35,7 +35,16 @@ class ComputeLedger:
 
     def can_start(self, model_id: int, phase: Phase, share: float) -> bool:
         """Free to start: no job of this (model, phase) runs, and the share fits."""
-        return not self.busy(model_id, phase) and self.has_room(share)
+        # busy() and has_room() inlined: asked for every model and phase of every round
+        keys = self._keys
+        if self.one_job_per_model:
+            if (model_id, Phase.PREFILL) in keys or (model_id, Phase.DECODE) in keys:
+                return False
+        elif (model_id, phase) in keys:
+            return False
+        if self.max_jobs is not None and len(self.running) >= self.max_jobs:
+            return False
+        return self.used_parts + parts_of(share) <= self.capacity_parts
 
     def busy(self, model_id: int, phase: Phase) -> bool:
         if self.one_job_per_model:

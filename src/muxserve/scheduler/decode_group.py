@@ -105,7 +105,7 @@ class DecodeGroup:
         return st.req.prompt_tokens + self.generated(st)
 
     def _grow(self, st: ReqState, bm: BlockManager) -> None:
-        bm.append(st.req_id, self._tokens_after_step(st) - bm.num_tokens(st.req_id))
+        bm.grow_to(st.req_id, self._tokens_after_step(st))
         st.kv_cap += self.tpb
         self._push(self._row_at, self.steps + self.tpb, st)
 

@@ -224,12 +224,14 @@ class UnitScheduler:
                                      f"requests outside the job {job.req_ids}")
         job = self.ledger.end(job.job_id)
         self._last_end_s[job.model_id] = now_s
-        if job.phase is Phase.PREFILL:
+        if job.phase is PREFILL:
             first, tokens, finished = self._end_prefill(self._batches.pop(job.job_id), early)
         else:
             first, (tokens, finished) = (), self._end_decode(job, early)
             self.quota.record_decode(job.model_id, len(job.req_ids))
-        preempted, self._preempted = tuple(self._preempted), []
+        preempted: tuple[int, ...] = ()
+        if self._preempted:
+            preempted, self._preempted = tuple(self._preempted), []
         return StepEvents(first, tokens, finished, preempted)
 
     def _end_prefill(self, batch: list[ReqState], early: AbstractSet[int]
@@ -267,14 +269,17 @@ class UnitScheduler:
             for st in aborts:
                 self._drop(st)
             aborts.clear()
-        finished = [st for st in done if st.in_group]
-        for rid in sorted(early):
-            member = group.members.get(rid)
-            if member is not None and member not in finished:
-                finished.append(member)
+        finished = [st for st in done if st.in_group] if done else []
+        if early:
+            for rid in sorted(early):
+                member = group.members.get(rid)
+                if member is not None and member not in finished:
+                    finished.append(member)
+        if not finished:
+            return tokens, ()
         for st in finished:
             self._drop(st)
-        return tokens, tuple(st.req_id for st in finished)
+        return tokens, tuple([st.req_id for st in finished])
 
     def _drop(self, st: ReqState) -> None:
         if st.status is Status.RUNNING:
