@@ -105,6 +105,7 @@ def test_stop_token_seeds_and_bad_input(unit: UnitRuntime) -> None:
 
 def test_kv_pool_is_one_allocation_and_weights_are_shared(unit: UnitRuntime) -> None:
     info = unit.info()
+    assert unit.pid is not None
     pids = [unit.pid, *info["workers"].values()]
     pools = [shared_mappings(p, info["kv_pool_bytes"]) for p in pids]
     common = set.intersection(*pools)

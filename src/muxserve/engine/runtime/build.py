@@ -62,7 +62,7 @@ def build_unit(config: UnitConfig) -> tuple[BlockManager, KVPool, list[BuiltMode
         loaded = load_model(spec.source, dtype=dtype, cache_dir=config.cache_dir)
         arch = loaded.arch
         layout = bm.register_model(model_id, arch.num_layers, arch.num_kv_heads, arch.head_dim)
-        runner = ModelRunner(arch, loaded.weights, pool, layout, dtype)
+        runner = ModelRunner(arch, loaded.weights, pool, layout, dtype)  # type: ignore[arg-type]
         tokenizer = loaded.tokenizer
         del loaded  # drop unfused originals the runner does not reference
         nbytes = share_tensors(runner.model)

@@ -123,14 +123,14 @@ class UnitLoop:
             ready = wait(list(handles), IDLE_WAIT_S)
             # results before deaths: a worker may die right after sending one
             for obj in sorted(ready, key=lambda o: handles[o][0] == "death"):
-                kind, w, gen = handles[obj]
+                kind, handle, gen = handles[obj]
                 if kind == "client":
                     self._drain_client()
-                elif w is not None and gen == w.generation:
+                elif handle is not None and gen == handle.generation:
                     if kind == "result":
-                        self._on_worker_message(w)
+                        self._on_worker_message(handle)
                     else:
-                        self._on_worker_death(w)
+                        self._on_worker_death(handle)
             if not self.running:
                 return
             for job in self.sched.schedule(self.now()):
