@@ -147,3 +147,19 @@ def test_kill_a_worker_under_load(server: Running) -> None:
     page = httpx.get(f"{server.url}/metrics").text
     assert metric(page, "muxserve_worker_restarts", model="tiny-llama") >= 1
     assert metric(page, "muxserve_worker_restarts", model="tiny-gemma") == 0
+
+
+def test_unit_death_is_503_not_a_hang(server: Running) -> None:
+    """Last in this module: it kills the whole unit process (no unit restart exists)."""
+    unit_pid = httpx.get(f"{server.url}/debug/info", timeout=30).json()["unit_pid"]
+    os.kill(unit_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{server.url}/ready", timeout=10).status_code != 503:
+        assert time.monotonic() < deadline, "/ready still says ready"
+        time.sleep(0.1)
+    assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+    t0 = time.monotonic()
+    r = httpx.post(f"{server.url}/v1/completions", timeout=30,
+                   json={"model": "tiny-gemma", "prompt": "a", "max_tokens": 4})
+    assert r.status_code == 503 and time.monotonic() - t0 < 10, r.text
+    assert r.json()["error"]["type"] == "service_unavailable"
