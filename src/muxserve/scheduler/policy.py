@@ -26,7 +26,7 @@ class RoundContext(Protocol):
     model_ids: list[int]
     rr_next: dict[str, int]  # round-robin pointers (index into model_ids), by pass name
     # rotations[i] = model_ids[i:] + model_ids[:i], built once (a round-robin order per round)
-    rotations: Sequence[Sequence[int]]
+    rotations: list[tuple[int, ...]]
 
     def try_start(self, model_id: int, phase: Phase) -> Job | None: ...
 
