@@ -149,8 +149,8 @@ def test_kill_a_worker_under_load(server: Running) -> None:
     assert metric(page, "muxserve_worker_restarts", model="tiny-gemma") == 0
 
 
-def test_unit_death_is_503_not_a_hang(server: Running) -> None:
-    """Last in this module: it kills the whole unit process (no unit restart exists)."""
+def test_unit_death_is_503_then_a_new_unit_serves(server: Running) -> None:
+    """Last in this module: it kills the whole unit process."""
     unit_pid = httpx.get(f"{server.url}/debug/info", timeout=30).json()["unit_pid"]
     os.kill(unit_pid, signal.SIGKILL)
     deadline = time.monotonic() + 30
@@ -163,3 +163,13 @@ def test_unit_death_is_503_not_a_hang(server: Running) -> None:
                    json={"model": "tiny-gemma", "prompt": "a", "max_tokens": 4})
     assert r.status_code == 503 and time.monotonic() - t0 < 10, r.text
     assert r.json()["error"]["type"] == "service_unavailable"
+    # the watchdog starts a new unit: ready again, and both models answer
+    deadline = time.monotonic() + 180
+    while httpx.get(f"{server.url}/ready", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "no new unit"
+        time.sleep(0.5)
+    assert httpx.get(f"{server.url}/debug/info", timeout=30).json()["unit_pid"] != unit_pid
+    for model in TINY:
+        r = httpx.post(f"{server.url}/v1/completions", timeout=60,
+                       json={"model": model, "prompt": "back", "max_tokens": 4})
+        assert r.status_code == 200, r.text
