@@ -65,14 +65,31 @@ def test_outputs_under_concurrency_equal_outputs_alone(unit: UnitRuntime) -> Non
     assert [o.prompt_tokens for o in outs] == [len(r.prompt_token_ids) for r in reqs]
     info = unit.info()
     assert info["kv_blocks_used"] == 0 and info["integrity"] == "ok"
-    # the mode shapes concurrency: temporal runs one job at a time, muxserve overlaps jobs of
-    # different models/phases on the two cores' shares
+    jobs = unit.jobs()
+    assert {(j.model, j.phase) for j in jobs} == {(m, p) for m in ("llama", "gemma")
+                                                 for p in ("prefill", "decode")}
+    assert sum(j.num_tokens for j in jobs if j.phase == "prefill") == sum(
+        len(r.prompt_token_ids) for r in reqs)  # no preemption at this size
+    assert all(0 < j.compute_s <= j.end_s - j.start_s for j in jobs)
+    assert unit.jobs() == []  # collected
+    # the mode shapes concurrency: temporal runs one job at a time on all cores, spatial keeps
+    # each model on its own core, muxserve overlaps jobs of different models/phases
+    overlaps = sum(a.start_s < b.end_s and b.start_s < a.end_s
+                   for i, a in enumerate(jobs) for b in jobs[i + 1:])
+    cores = {j.model: set() for j in jobs}
+    for j in jobs:
+        cores[j.model] |= set(j.cores)
+    n = len(unit.info()["cores"])
     if unit.config.mode == "temporal":
-        assert info["max_running_jobs"] == 1
+        assert info["max_running_jobs"] == 1 and overlaps == 0
+        assert all(len(j.cores) == n for j in jobs)
     elif unit.config.mode == "muxserve":
-        assert info["max_running_jobs"] >= 2
+        assert info["max_running_jobs"] >= 2 and overlaps > 0
+        assert all(len(j.cores) == 1 for j in jobs) or n == 1  # one-core shares by default
     else:
         assert 1 <= info["max_running_jobs"] <= 2  # one job per model at a time
+        assert n < 2 or not cores["llama"] & cores["gemma"]
+    assert unit.max_context("gemma") == 256
 
 
 def test_stop_token_seeds_and_bad_input(unit: UnitRuntime) -> None:

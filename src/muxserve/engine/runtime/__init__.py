@@ -8,6 +8,7 @@ one shared KV pool per unit. See docs/notes/runtime.md.
 from muxserve.engine.runtime.aclient import UnitClient
 from muxserve.engine.runtime.client import RequestOutput, UnitDeadError, UnitRuntime
 from muxserve.engine.runtime.config import MODES, ModelSpec, UnitConfig
+from muxserve.engine.runtime.messages import JobRecord
 from muxserve.engine.runtime.shares import (
     CpuShares,
     MpsShares,
@@ -16,6 +17,6 @@ from muxserve.engine.runtime.shares import (
     mps_percentage,
 )
 
-__all__ = ["MODES", "CpuShares", "ModelSpec", "MpsShares", "RequestOutput", "ShareGrant",
-           "UnitClient", "UnitConfig", "UnitDeadError", "UnitRuntime", "green_context_sms",
-           "mps_percentage"]
+__all__ = ["MODES", "CpuShares", "JobRecord", "ModelSpec", "MpsShares", "RequestOutput",
+           "ShareGrant", "UnitClient", "UnitConfig", "UnitDeadError", "UnitRuntime",
+           "green_context_sms", "mps_percentage"]

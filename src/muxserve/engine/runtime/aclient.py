@@ -62,6 +62,9 @@ class UnitClient:
     def models(self) -> list[str]:
         return self.runtime.models()
 
+    def max_context(self, model: str) -> int:
+        return self.runtime.max_context(model)
+
     def tokenizer(self, model: str) -> Tokenizer:
         return self.runtime.tokenizer(model)
 

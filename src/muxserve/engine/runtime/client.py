@@ -29,7 +29,14 @@ import torch.multiprocessing as tmp
 from muxserve.engine.protocol import AbortRequest, GenerateRequest, TokenEvent, UnitStats
 from muxserve.engine.runtime.build import load_tokenizer
 from muxserve.engine.runtime.config import UnitConfig
-from muxserve.engine.runtime.messages import Query, Reply, Shutdown, UnitFailed, UnitReady
+from muxserve.engine.runtime.messages import (
+    JobRecord,
+    Query,
+    Reply,
+    Shutdown,
+    UnitFailed,
+    UnitReady,
+)
 from muxserve.engine.runtime.unit import unit_main
 from muxserve.engine.tokenizer import Tokenizer
 
@@ -168,9 +175,24 @@ class UnitRuntime:
         assert isinstance(value, dict)
         return value
 
+    def jobs(self, timeout_s: float = 30.0) -> list[JobRecord]:
+        """Records of the jobs finished since the previous call (the unit keeps the newest
+        million), for measured-vs-simulated analysis."""
+        value = self._query("jobs", timeout_s)
+        assert isinstance(value, list)
+        return value
+
     def models(self) -> list[str]:
         assert self._ready is not None, "start() the unit first"
         return list(self._ready.models)
+
+    def max_context(self, model: str) -> int:
+        """The model's context window in tokens (prompt + output)."""
+        assert self._ready is not None, "start() the unit first"
+        if model not in self._ready.models:
+            raise ValueError(f"unknown model {model!r}; this unit serves "
+                             f"{', '.join(self._ready.models)}")
+        return self._ready.max_context[self._ready.models.index(model)]
 
     def tokenizer(self, model: str) -> Tokenizer:
         """The model's tokenizer, loaded in this process from the same source (cached)."""

@@ -63,7 +63,7 @@ class WorkerReady:
 @dataclass(frozen=True)
 class Query:
     """kind: "stats" (-> UnitStats), "info" (-> dict: pids, memory, integrity; for tests and
-    diagnostics)."""
+    diagnostics), "jobs" (-> list[JobRecord] since the previous "jobs" query)."""
 
     query_id: int
     kind: str
@@ -79,7 +79,25 @@ class Reply:
 class UnitReady:
     models: tuple[str, ...]
     sources: tuple[str, ...]
+    max_context: tuple[int, ...]  # context window of each model, in tokens
     pid: int
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One finished job, for measured-vs-simulated analysis (times: seconds since unit start).
+    compute_s is the worker's forward + sampling time; end_s - start_s adds the messaging."""
+
+    model: str
+    phase: str  # "prefill" | "decode"
+    batch: int  # requests in the job
+    num_tokens: int  # the scheduler's Job.num_tokens
+    context_tokens: int
+    share: float
+    cores: tuple[int, ...]
+    start_s: float
+    end_s: float
+    compute_s: float
 
 
 @dataclass(frozen=True)

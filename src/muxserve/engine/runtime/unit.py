@@ -13,6 +13,7 @@ import os
 import signal
 import time
 import traceback
+from collections import deque
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -26,6 +27,7 @@ from muxserve.engine.runtime.messages import (
     JobDone,
     JobFailed,
     JobMsg,
+    JobRecord,
     Query,
     Reply,
     SeqWork,
@@ -43,6 +45,7 @@ from muxserve.types import Phase
 
 log = logging.getLogger(__name__)
 IDLE_WAIT_S = 0.5  # wake up this often with nothing to do (quota adaptation is time-driven)
+JOB_LOG_LEN = 1_000_000  # job records kept until a "jobs" query collects them (oldest dropped)
 
 
 def unit_main(config: UnitConfig, conn: Connection) -> None:
@@ -88,11 +91,13 @@ class UnitLoop:
         self.ids: dict[str, int] = {}
         self._next_rid = 0
         self.max_running_jobs = 0  # most jobs in flight at once (evidence of multiplexing)
+        self.job_log: deque[JobRecord] = deque(maxlen=JOB_LOG_LEN)
+        self._job_start: dict[int, tuple[float, tuple[int, ...]]] = {}
         self.t0 = time.monotonic()
         self.running = True
         self._start_workers()
         conn.send(UnitReady(tuple(self.by_name), tuple(s.source for s in config.models),
-                            os.getpid()))
+                            tuple(b.arch.max_context for b in built), os.getpid()))
 
     def _share(self, model_id: int, phase: Phase) -> float:
         return self.shares_of[model_id][phase is Phase.DECODE]
@@ -197,8 +202,9 @@ class UnitLoop:
         w.inflight = job
         self.max_running_jobs = max(self.max_running_jobs,
                                     sum(x.inflight is not None for x in self.workers.values()))
-        w.send(JobMsg(job.job_id, seqs, self.shares.acquire(job.job_id, job.model_id,
-                                                            job.share)))
+        grant = self.shares.acquire(job.job_id, job.model_id, job.share)
+        self._job_start[job.job_id] = (self.now(), grant.cores)
+        w.send(JobMsg(job.job_id, seqs, grant))
 
     def _work(self, rid: int, phase: Phase) -> SeqWork:
         r = self.reqs[rid]
@@ -230,6 +236,10 @@ class UnitLoop:
             self._fail_job(job, f"job of model {w.name!r} ({w.phase.value}) failed: {msg.error}")
         else:
             assert isinstance(msg, JobDone)
+            start_s, cores = self._job_start.pop(job.job_id)
+            self.job_log.append(JobRecord(w.name, w.phase.value, len(job.req_ids),
+                                          job.num_tokens, job.context_tokens, job.share, cores,
+                                          start_s, self.now(), msg.compute_s))
             self._finish_job(job, msg)
 
     def _finish_job(self, job: Job, done: JobDone) -> None:
@@ -255,6 +265,7 @@ class UnitLoop:
 
     def _fail_job(self, job: Job, error: str) -> None:
         """Fail every live request of the job with an error event and free its blocks."""
+        self._job_start.pop(job.job_id, None)
         for rid in job.req_ids:
             r = self.reqs.get(rid)
             if r is not None:
@@ -279,7 +290,10 @@ class UnitLoop:
             return self.stats()
         if kind == "info":
             return self.info()
-        return ValueError(f"unknown query {kind!r}; valid: stats, info")
+        if kind == "jobs":
+            records, self.job_log = list(self.job_log), deque(maxlen=JOB_LOG_LEN)
+            return records
+        return ValueError(f"unknown query {kind!r}; valid: stats, info, jobs")
 
     def stats(self) -> UnitStats:
         queues = self.sched.queue_lens()
