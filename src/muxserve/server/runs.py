@@ -93,7 +93,8 @@ class Job:
     async def _next(self, c: Choice) -> TokenEvent:
         left = self.deadline_s - time.perf_counter()
         try:
-            ev = await asyncio.wait_for(anext(c.events), max(left, 0.0))
+            async with asyncio.timeout(max(left, 0.0)):  # no task per event, unlike wait_for
+                ev = await anext(c.events)
         except TimeoutError:
             self.metrics.aborted.labels(self.prep.model, "timeout").inc()
             raise APIError(504, "the request timed out on the server", code="timeout") from None
@@ -126,6 +127,13 @@ class Job:
             yield c, c.first
             _raise_if_error(c.first)
         live = [c for c in self.choices if c.finish_reason is None]
+        if len(live) == 1:  # the common case: no task per event
+            c = live[0]
+            while c.finish_reason is None:
+                ev = await self._next(c)
+                yield c, ev
+                _raise_if_error(ev)
+            return
         pending: dict[asyncio.Task[TokenEvent], Choice] = {}
         try:
             for c in live:
