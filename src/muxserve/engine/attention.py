@@ -15,8 +15,10 @@ shared by all layers' shapes; per layer the attention then costs:
   3. one `scaled_dot_product_attention` with a boolean mask (causal, padding and, for
      sliding-window layers, the window).
 
-GQA without copies: query heads hq = hkv * G + g share KV head hkv, so queries are laid out as
-[B, H_kv, S * G, D] and the KV tensors keep H_kv heads.
+GQA without copies: query heads hq = hkv * G + g share KV head hkv. In decode (one query per
+sequence) the G query heads of a KV head become G query rows, [B, H_kv, G, D], against the same
+K/V; in prefill SDPA's `enable_gqa` maps [B, H_q, S, D] queries onto H_kv heads. Either way the
+mask is [B, 1, S, C] and broadcasts over heads.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class AttnBatch:
     read_blocks: torch.Tensor    # [L, B * 2 * H_kv * NB] pool half-blocks (block * 2 + kv)
     q_index: torch.Tensor | None  # [B * S] token of each padded query slot (None: S == 1)
     out_index: torch.Tensor | None  # [T] padded slot of each token (None: S == 1)
-    mask: torch.Tensor           # [B, 1, S * G, C] bool, True = attend (causal + padding)
+    mask: torch.Tensor           # [B, 1, S, C] bool, True = attend (causal + padding)
     local_mask: torch.Tensor | None  # same with the sliding window applied (None: no window)
     last_index: torch.Tensor     # [B] index in [T] of each sequence's last new token
     num_seqs: int
@@ -61,11 +63,11 @@ class AttnBatch:
 
 
 def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list[list[int]]],
-                     layout: Layout, num_q_heads: int, num_pool_blocks: int,
+                     layout: Layout, num_pool_blocks: int,
                      sliding_window: int = 0) -> AttnBatch:
     """Index tensors for one step; validates that each block table covers its context."""
     B, L, H = len(num_new), layout.num_layers, layout.num_kv_heads
-    tpb, G = layout.tokens_per_block, num_q_heads // layout.num_kv_heads
+    tpb = layout.tokens_per_block
     ctx = [s + n for s, n in zip(start_pos, num_new, strict=True)]
     nblk = [-(-c // tpb) for c in ctx]
     for i, (tab, nb) in enumerate(zip(tables, nblk, strict=True)):
@@ -108,11 +110,10 @@ def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list
     q_valid = torch.minimum(q_slot, (n_t - 1).view(B, 1))     # padded slots repeat the last token
     q_pos = torch.tensor(start_pos).view(B, 1) + q_valid       # [B, S]
     k_pos = torch.arange(C).view(1, 1, C)
-    mask = k_pos <= q_pos.unsqueeze(-1)                        # causal (also hides keys >= c_i)
-    local = mask & (k_pos > q_pos.unsqueeze(-1) - sliding_window) if sliding_window > 0 else None
-
-    def per_head(m: torch.Tensor) -> torch.Tensor:             # [B, S, C] -> [B, 1, S * G, C]
-        return m.unsqueeze(2).expand(B, S, G, C).reshape(B, 1, S * G, C)
+    mask = (k_pos <= q_pos.unsqueeze(-1)).unsqueeze(1)         # [B, 1, S, C] causal, hides >= c_i
+    local = None
+    if sliding_window > 0:                                     # HF: key > query - window
+        local = mask & (k_pos > q_pos.unsqueeze(-1) - sliding_window).unsqueeze(1)
 
     q_index = out_index = None
     if S > 1:
@@ -120,8 +121,7 @@ def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list
         out_index = seq_of_tok * S + idx_in_seq
     return AttnBatch(
         positions=positions, write_rows=write.reshape(L, -1), read_blocks=read.reshape(L, -1),
-        q_index=q_index, out_index=out_index, mask=per_head(mask),
-        local_mask=None if local is None else per_head(local),
+        q_index=q_index, out_index=out_index, mask=mask, local_mask=local,
         last_index=first_tok + n_t - 1, num_seqs=B, max_new=S, max_context=C, max_blocks=NB)
 
 
@@ -165,8 +165,8 @@ class PagedAttention:
             qh = q.view(B, H, G, D)                               # [B, H_kv, G, D]
             o = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, scale=self.scale)
             return o.reshape(T, H * G * D)
-        qp = q.index_select(0, batch.q_index).view(B, S, H, G, D)
-        qh = qp.permute(0, 2, 1, 3, 4).reshape(B, H, S * G, D)  # [B, H_kv, S*G, D]
-        o = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, scale=self.scale)
-        o = o.view(B, H, S, G, D).permute(0, 2, 1, 3, 4).reshape(B * S, H * G * D)
+        qh = q.index_select(0, batch.q_index).view(B, S, H * G, D).transpose(1, 2)  # [B,H_q,S,D]
+        o = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, scale=self.scale,
+                                           enable_gqa=G > 1)      # [B, H_q, S, D]
+        o = o.transpose(1, 2).reshape(B * S, H * G * D)
         return o.index_select(0, batch.out_index)                 # [T, H_q * D]

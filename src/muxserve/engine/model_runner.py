@@ -85,6 +85,6 @@ class ModelRunner:
                              f"[{int(tokens.min())}, {int(tokens.max())}]")
         batch = build_attn_batch(
             [len(it.token_ids) for it in items], [it.start_pos for it in items],
-            [it.block_table for it in items], self.layout, a.num_heads, self.pool.num_blocks,
+            [it.block_table for it in items], self.layout, self.pool.num_blocks,
             a.sliding_window)
         return self.model.forward(tokens, batch, self.attn)

@@ -49,12 +49,15 @@ def test_batched_decode_with_different_contexts_matches_transformers(tiny: TinyM
 def test_prefill_from_a_nonzero_start_reuses_the_cached_prefix(tiny: TinyModel,
                                                                make_driver) -> None:
     ids = _ids(23, tiny.arch.vocab_size, 7)
+    other = _ids(6, tiny.arch.vocab_size, 8)
     d = make_driver(tiny)
-    d.prefill({0: ids[:6], 1: ids[:11]})
-    logits = d.extend({0: ids[6:], 1: ids[11:14]})     # two chunks of different lengths
+    d.prefill({0: ids[:6], 1: ids[:11], 2: other[:5]})
+    # two continued prefills of different lengths and one decode in the same call
+    logits = d.extend({0: ids[6:], 1: ids[11:14], 2: other[5:]})
     ref = tiny.ref_logits(ids)
     assert (logits[0] - ref[22]).abs().max().item() < ATOL
     assert (logits[1] - ref[13]).abs().max().item() < ATOL
+    assert (logits[2] - tiny.ref_logits(other)[5]).abs().max().item() < ATOL
 
 
 def test_batch_gives_the_same_logits_as_each_sequence_alone(tiny: TinyModel,
