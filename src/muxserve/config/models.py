@@ -132,6 +132,16 @@ def get_model_arch(name: str) -> ModelArch:
                          ) from None
 
 
+def _hf_rope_theta(cfg: dict[str, Any], layer_type: str, legacy_key: str) -> float:
+    """RoPE base: top-level key (transformers < 5) or rope_parameters (>= 5; nested per layer
+    type for Gemma3), else 10000."""
+    if legacy_key in cfg:
+        return float(cfg[legacy_key])
+    params = cfg.get("rope_parameters") or {}
+    params = params.get(layer_type, params)
+    return float(params.get("rope_theta", 10000.0))
+
+
 def arch_from_hf_config(cfg: dict[str, Any], name: str = "") -> ModelArch:
     """Build a ModelArch from a Hugging Face config.json dict (llama/mistral/qwen2/gemma3)."""
     mt = cfg.get("model_type", "llama")
@@ -147,13 +157,14 @@ def arch_from_hf_config(cfg: dict[str, Any], name: str = "") -> ModelArch:
         head_dim=int(cfg.get("head_dim") or hidden // heads),
         intermediate_size=int(cfg["intermediate_size"]), vocab_size=int(cfg["vocab_size"]),
         max_context=int(cfg.get("max_position_embeddings", 4096)),
-        rope_theta=float(cfg.get("rope_theta", 10000.0)),
+        rope_theta=_hf_rope_theta(cfg, "full_attention", "rope_theta"),
         rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
         tie_embeddings=bool(cfg.get("tie_word_embeddings", False)))
     if mt == "gemma3_text":
         return ModelArch(family="gemma3", sliding_window=int(cfg.get("sliding_window", 512)),
                          sliding_window_pattern=int(cfg.get("sliding_window_pattern", 6)),
-                         rope_local_theta=float(cfg.get("rope_local_base_freq", 10000.0)),
+                         rope_local_theta=_hf_rope_theta(cfg, "sliding_attention",
+                                                          "rope_local_base_freq"),
                          query_pre_attn_scalar=float(cfg.get("query_pre_attn_scalar", 0) or 0),
                          **common)
     if mt in ("llama", "mistral", "qwen2"):

@@ -125,3 +125,16 @@ def test_bf16_stays_close_to_fp32(tiny: TinyModel, make_driver) -> None:
     assert lo16.dtype == torch.float32
     scale = lo32.abs().max().item()
     assert (lo16 - lo32).abs().max().item() < 0.05 * scale
+
+
+def test_arch_from_a_transformers5_config_keeps_the_rope_bases(tiny: TinyModel) -> None:
+    """transformers >= 5 writes rope_parameters (per layer type for Gemma3), not rope_theta."""
+    from muxserve.config.models import arch_from_hf_config
+
+    arch = arch_from_hf_config(tiny.hf.config.to_dict())
+    want = tiny.arch
+    assert (arch.rope_theta, arch.num_kv_heads, arch.head_dim) == (
+        want.rope_theta, want.num_kv_heads, want.head_dim)
+    if want.family == "gemma3":
+        assert (arch.rope_local_theta, arch.sliding_window) == (
+            want.rope_local_theta, want.sliding_window)

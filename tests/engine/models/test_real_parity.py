@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from muxserve.config.models import ModelArch, get_model_arch
+from muxserve.config.models import ModelArch, arch_from_hf_config, get_model_arch
 from muxserve.engine.kv_pool import KVPool
 from muxserve.engine.model_runner import ModelRunner, SeqInput
 from muxserve.kvcache.block_manager import BlockManager
@@ -54,7 +54,12 @@ def _load(name: str) -> Real:
         folder, gguf = str(path.parent), path.name
     hf = transformers.AutoModelForCausalLM.from_pretrained(
         folder, gguf_file=gguf, dtype=torch.float32).eval()
-    return Real(get_model_arch(name), hf, dict(hf.state_dict()))
+    arch = get_model_arch(name)
+    from_hf = arch_from_hf_config(hf.config.to_dict())
+    assert (from_hf.rope_theta, from_hf.rope_local_theta, from_hf.sliding_window,
+            from_hf.attn_scale) == (arch.rope_theta, arch.rope_local_theta, arch.sliding_window,
+                                    arch.attn_scale)
+    return Real(arch, hf, dict(hf.state_dict()))
 
 
 @pytest.fixture(scope="module", params=["smollm2-135m", "gemma3-270m"])
