@@ -11,7 +11,7 @@ import httpx
 import pytest
 from server_helpers import LLAMA, free_port, subprocess_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 MUXSERVE = str(Path(sys.executable).parent / "muxserve")
 
 

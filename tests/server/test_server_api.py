@@ -14,7 +14,7 @@ from muxserve.engine.llm import MultiModelLLM
 from muxserve.engine.request import GenerationRequest
 from muxserve.types import SamplingParams
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")

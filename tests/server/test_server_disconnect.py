@@ -10,7 +10,7 @@ import httpx
 import pytest
 from server_helpers import LLAMA, metric, thread_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 # A long context, so one request runs for seconds unless it is aborted.
 LONG = {"tiny-llama": LLAMA.replace("max_context=64", "max_context=4096")}
 

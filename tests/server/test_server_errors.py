@@ -11,7 +11,7 @@ import httpx
 import pytest
 from server_helpers import TINY, Running, thread_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 M = "tiny-llama"
 CASES = [  # (endpoint, raw body, status, words the message must contain)

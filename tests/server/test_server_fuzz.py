@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from server_helpers import TINY, metric, thread_server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 POST_EXAMPLES = 270  # per POST operation and generation mode: 2 x 2 x 270 = 1,080 requests
 GET_EXAMPLES = 10

@@ -10,7 +10,7 @@ import openai
 import pytest
 from server_helpers import Running, subprocess_server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 MODELS = ["smollm2-135m", "gemma3-270m"]
 N = 8  # tokens per answer: ignore_eos makes the count exact
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from server_helpers import TINY, Running, metric, subprocess_server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 MAX_QUEUE = 8
 # Stated bound: the whole server (HTTP process + unit + 4 workers) stays under this resident
