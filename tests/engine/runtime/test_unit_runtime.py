@@ -17,7 +17,9 @@ from collections.abc import Iterator
 
 import pytest
 from runtime_helpers import (
+    GEMMA,
     greedy,
+    proc_alive,
     prompt,
     reference,
     shared_mappings,
@@ -27,7 +29,7 @@ from runtime_helpers import (
 )
 
 from muxserve.engine.protocol import GenerateRequest, TokenEvent
-from muxserve.engine.runtime import UnitClient, UnitRuntime
+from muxserve.engine.runtime import UnitClient, UnitConfig, UnitDeadError, UnitRuntime
 from muxserve.types import SamplingParams
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -259,3 +261,20 @@ def _collect(rt: UnitRuntime, ends: dict[str, TokenEvent], got: dict[str, list[i
         if ev.finished:
             ends[ev.req_id] = ev
     return len(ends)
+
+
+@pytest.mark.timeout(120)
+def test_killed_unit_leaves_no_orphan_workers() -> None:
+    rt = UnitRuntime(UnitConfig.of({"gemma": GEMMA}, num_kv_blocks=50, block_numel=512))
+    rt.start()
+    try:
+        pids = list(rt.info()["workers"].values())
+        assert rt.pid is not None and len(pids) == 2
+        os.kill(rt.pid, signal.SIGKILL)
+        # the workers see their pipe close and exit; the client fails what was open
+        wait_for(lambda: rt.dead, 10, "the client to notice")
+        wait_for(lambda: not any(proc_alive(p) for p in pids), 10, "the workers to exit")
+        with pytest.raises(UnitDeadError):
+            rt.submit(GenerateRequest("late", "gemma", (1, 2), greedy()))
+    finally:
+        rt.shutdown()
