@@ -76,8 +76,8 @@ def build_router(state: State) -> APIRouter:
     @router.post("/completions", response_model=CompletionResponse)
     async def completions(body: CompletionRequest, request: Request) -> Response:
         backend = state.ready_backend()
-        prep = _counted(state, body.model, "completions",
-                        lambda: prepare_completion(body, backend, state.opts))
+        prep = await _counted(state, body.model, "completions",
+                              lambda: prepare_completion(body, backend, state.opts))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _serve(state, prep, request, "completions", body.stream,
                             lambda job: completion_chunks(job, include_usage), _completion_body)
@@ -85,7 +85,8 @@ def build_router(state: State) -> APIRouter:
     @router.post("/chat/completions", response_model=ChatCompletionResponse)
     async def chat(body: ChatCompletionRequest, request: Request) -> Response:
         backend = state.ready_backend()
-        prep = _counted(state, body.model, "chat", lambda: prepare_chat(body, backend, state.opts))
+        prep = await _counted(state, body.model, "chat",
+                              lambda: prepare_chat(body, backend, state.opts))
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _serve(state, prep, request, "chat", body.stream,
                             lambda job: chat_chunks(job, include_usage), _chat_body)
@@ -93,9 +94,12 @@ def build_router(state: State) -> APIRouter:
     return router
 
 
-def _counted(state: State, model: str, endpoint: str, fn: Callable[[], Prepared]) -> Prepared:
+async def _counted(state: State, model: str, endpoint: str,
+                  fn: Callable[[], Prepared]) -> Prepared:
+    """fn() off the event loop (tokenizing a long prompt must not stall other streams); its
+    APIErrors are counted."""
     try:
-        return fn()
+        return await asyncio.to_thread(fn)
     except APIError as e:
         _count(state, model, endpoint, e.status, e.type)
         raise
