@@ -268,7 +268,10 @@ class UnitRuntime:
                 msg = self._conn.recv()
             except (EOFError, OSError):
                 break
-            if isinstance(msg, TokenEvent):
+            if isinstance(msg, list):  # the events of one job
+                for ev in msg:
+                    self._deliver(ev)
+            elif isinstance(msg, TokenEvent):
                 self._deliver(msg)
             elif isinstance(msg, Reply):
                 box = self._replies.get(msg.query_id)

@@ -3,7 +3,8 @@
 The loop has nano-vllm's shape, with jobs running concurrently in the workers:
 ``jobs = scheduler.schedule(now)`` -> send each to its (model, phase) worker on a compute share
 -> on each result: stop rules, ``scheduler.update(job, JobResult(...))``, TokenEvents out.
-The client talks to it only through one pipe of protocol messages.
+The client talks to it only through one pipe of protocol messages (a job's TokenEvents travel
+as one list).
 """
 
 from __future__ import annotations
@@ -259,23 +260,29 @@ class UnitLoop:
             ended.append((r, tok, reason))
         step = self.sched.update(job, JobResult(job.job_id, tuple(early)), self.now())
         finished = set(step.finished_req_ids)
+        events = []
         for r, tok, reason in ended:
             assert (reason is not None) == (r.rid in finished), (
                 f"request {r.req.req_id}: engine says {reason}, scheduler "
                 f"{'finished' if r.rid in finished else 'running'} it")
-            self.conn.send(r.event((tok,), reason))
+            events.append(r.event((tok,), reason))
             if reason is not None:
                 self._forget(r)
+        if events:
+            self.conn.send(events)  # one message per job: a decode step of 64 is one send
 
     def _fail_job(self, job: Job, error: str) -> None:
         """Fail every live request of the job with an error event and free its blocks."""
         self._job_start.pop(job.job_id, None)
+        events = []
         for rid in job.req_ids:
             r = self.reqs.get(rid)
             if r is not None:
                 self.sched.abort(rid)
                 self._forget(r)
-                self.conn.send(r.fail("error", error))
+                events.append(r.fail("error", error))
+        if events:
+            self.conn.send(events)
         self.sched.update(job, JobResult(job.job_id), self.now())
 
     def _on_worker_death(self, w: WorkerHandle) -> None:
