@@ -17,7 +17,7 @@ import yaml
 
 from muxserve.bench.workload import cap_lengths
 from muxserve.config.models import MODEL_PRESETS, ModelArch
-from muxserve.costmodel import ProfileCostModel
+from muxserve.costmodel import CostModel, ProfileCostModel
 from muxserve.scheduler import SchedulerConfig, UnitModel
 from muxserve.sim.experiment import simulate, slo_baseline_fn
 from muxserve.sim.metrics import RequestRecord
@@ -47,6 +47,36 @@ class CompareModel:
     prefill_share: float
     decode_share: float
     max_num_seqs: int = 256
+
+
+class CoreShareCost(CostModel):
+    """A CPU profile's prices for shares as the CPU runtime grants them: whole cores
+    (``round(share x cores)``, at least one), and below one core -- spatial mode's models that
+    share a core -- that core time-sliced, i.e. the one-core time x (one core / share).
+
+    The profile cannot measure a fraction of a core, and extrapolating it linearly in 1/share
+    leaves memory-bound decode flat (as on a GPU, where bandwidth saturates with a third of the
+    SMs), which would let four models on two cores decode as fast as two."""
+
+    def __init__(self, inner: CostModel, num_cores: int) -> None:
+        self.inner, self.num_cores = inner, num_cores
+        self.device, self.dtype_bytes = inner.device, inner.dtype_bytes
+
+    def _price(self, share: float) -> tuple[float, float]:
+        one = 1.0 / self.num_cores
+        if share < one:
+            return one, one / share
+        return min(self.num_cores, max(1, round(share * self.num_cores))) * one, 1.0
+
+    def prefill_ms(self, arch: ModelArch, num_seqs: int, num_tokens: int, share: float,
+                   tp: int = 1) -> float:
+        s, slow = self._price(share)
+        return slow * self.inner.prefill_ms(arch, num_seqs, num_tokens, s, tp)
+
+    def decode_ms(self, arch: ModelArch, batch: int, context_tokens: int, share: float,
+                  tp: int = 1) -> float:
+        s, slow = self._price(share)
+        return slow * self.inner.decode_ms(arch, batch, context_tokens, s, tp)
 
 
 def arch_of(source: str) -> ModelArch:
@@ -100,9 +130,10 @@ class CompareSetup:
                                                ignore_eos=True), r.arrival_s)
                 for r, ids in zip(self.trace, self.prompt_ids, strict=True)]
 
-    def cost_model(self) -> ProfileCostModel:
-        return ProfileCostModel(self.profile, device="cpu-2core",
-                                dtype_bytes=DTYPE_BYTES[self.dtype])
+    def cost_model(self) -> CostModel:
+        return CoreShareCost(ProfileCostModel(self.profile, device="cpu-2core",
+                                              dtype_bytes=DTYPE_BYTES[self.dtype]),
+                             len(self.cores))
 
     def sim_units(self, mode: str) -> list[SimUnit]:
         models = tuple(UnitModel(i, m.name, m.arch, self.rates_rps[m.name], m.prefill_share,

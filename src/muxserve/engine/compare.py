@@ -148,12 +148,18 @@ def _replay(rt: UnitRuntime, requests: Sequence[GenerateRequest], until_s: float
     return tracks, end_s
 
 
-def _safe_info(rt: UnitRuntime) -> dict[str, Any]:
-    """The unit's diagnostics, without the pid maps (noise in a result file)."""
+def _safe_info(rt: UnitRuntime, settle_s: float = 20.0) -> dict[str, Any]:
+    """The unit's diagnostics once its jobs have drained (an aborted request inside a running
+    job keeps its KV blocks until that job ends), without the pid maps."""
+    deadline = time.perf_counter() + settle_s
     try:
         info = rt.info(timeout_s=30.0)
+        while (info.get("kv_blocks_used") or info.get("live_requests")) and \
+                time.perf_counter() < deadline:
+            time.sleep(0.2)
+            info = rt.info(timeout_s=30.0)
     except (TimeoutError, RuntimeError) as e:
         return {"error": str(e)}
-    return {k: info[k] for k in ("kv_pool_bytes", "kv_blocks_used", "cores", "fixed_cores",
-                                 "preemptions", "restarts", "integrity", "weight_bytes")
-            if k in info}
+    keys = ("kv_pool_bytes", "kv_blocks_used", "live_requests", "cores", "fixed_cores",
+            "preemptions", "restarts", "integrity", "weight_bytes")
+    return {k: info[k] for k in keys if k in info}
