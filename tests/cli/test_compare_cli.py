@@ -83,3 +83,20 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown keys \\['share'\\]"):
         read_config(str(cfg))
     assert main(["compare", str(cfg), "-o", str(tmp_path / "r.json")]) == 2
+
+
+def test_core_share_cost_time_slices_below_one_core(tmp_path: Path) -> None:
+    from muxserve.cli.compare_setup import CoreShareCost
+    from muxserve.config.models import MODEL_PRESETS
+    from muxserve.costmodel import ProfileCostModel
+
+    prof = tmp_path / "p.json"
+    _profile(prof)
+    inner = ProfileCostModel(prof, device="cpu-2core")
+    cost = CoreShareCost(inner, num_cores=2)
+    arch = MODEL_PRESETS["smollm2-135m"]
+    one_core = inner.decode_ms(arch, 4, 4 * 128, 0.5)
+    assert cost.decode_ms(arch, 4, 4 * 128, 0.5) == one_core
+    assert cost.decode_ms(arch, 4, 4 * 128, 0.25) == pytest.approx(2 * one_core)  # 2 per core
+    assert cost.decode_ms(arch, 4, 4 * 128, 0.6) == one_core  # rounds to one core, as granted
+    assert cost.prefill_ms(arch, 1, 128, 1.0) == inner.prefill_ms(arch, 1, 128, 1.0)
