@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from server_helpers import TINY, Running, thread_server
+from server_helpers import TINY, Running, metric, thread_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -132,6 +132,10 @@ def test_stream_past_the_deadline_ends_with_an_error_event() -> None:
         assert r.status_code == 200
         last = [x for x in r.text.splitlines() if x.startswith("data: ")][-1]
         assert json.loads(last[6:])["error"]["code"] == "timeout"
+        page = httpx.get(f"{s.url}/metrics").text  # the outcome, not the HTTP status, counts
+        assert metric(page, "muxserve_requests_total", model=M, endpoint="completions",
+                      status="504") == 1
+        assert metric(page, "muxserve_requests_aborted_total", model=M, reason="timeout") == 1
         assert s.backend is not None
         deadline = time.monotonic() + 5
         while s.backend.stats().kv_blocks_used:

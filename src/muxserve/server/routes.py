@@ -151,15 +151,23 @@ async def _serve(state: State, prep: Prepared, request: Request, endpoint: str, 
         await job.close()
         await release(499, "client_closed")
         return Response(status_code=499)
-    except BaseException:
+    except Exception:
+        await job.close()
+        await release(500, "server_error")
+        raise
+    except BaseException:  # cancelled: the connection is gone
         await job.close()
         await release(499, "client_closed")
         raise
 
     async def on_close() -> None:
         await job.close()
-        done = all(c.finish_reason is not None for c in job.choices)
-        await release(200 if done else 499, None if done else "client_closed")
+        if job.error is not None:  # sent as the stream's last event
+            await release(job.error.status, job.error.type)
+        elif all(c.finish_reason is not None for c in job.choices):
+            await release(200, None)
+        else:
+            await release(499, "client_closed")
 
     return ClosingStreamingResponse(chunks(job), on_close)
 

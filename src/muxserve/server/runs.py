@@ -52,6 +52,8 @@ class Job:
         self.start_s = time.perf_counter()
         self.deadline_s = self.start_s + timeout_s
         self.choices: list[Choice] = []
+        self.error: APIError | None = None  # what ended the job early (timeout, backend)
+        self._closed = False
 
     async def __aenter__(self) -> Job:
         try:
@@ -96,8 +98,8 @@ class Job:
             async with asyncio.timeout(max(left, 0.0)):  # no task per event, unlike wait_for
                 ev = await anext(c.events)
         except TimeoutError:
-            self.metrics.aborted.labels(self.prep.model, "timeout").inc()
-            raise APIError(504, "the request timed out on the server", code="timeout") from None
+            self.error = APIError(504, "the request timed out on the server", code="timeout")
+            raise self.error from None
         self._record(c, ev)
         return ev
 
@@ -125,14 +127,14 @@ class Job:
         for c in self.choices:
             assert c.first is not None
             yield c, c.first
-            _raise_if_error(c.first)
+            self._raise_if_error(c.first)
         live = [c for c in self.choices if c.finish_reason is None]
         if len(live) == 1:  # the common case: no task per event
             c = live[0]
             while c.finish_reason is None:
                 ev = await self._next(c)
                 yield c, ev
-                _raise_if_error(ev)
+                self._raise_if_error(ev)
             return
         pending: dict[asyncio.Task[TokenEvent], Choice] = {}
         try:
@@ -144,7 +146,7 @@ class Job:
                     c = pending.pop(task)
                     ev = task.result()
                     yield c, ev
-                    _raise_if_error(ev)
+                    self._raise_if_error(ev)
                     if not ev.finished:
                         pending[asyncio.ensure_future(self._next(c))] = c
         finally:
@@ -152,15 +154,28 @@ class Job:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    def _raise_if_error(self, ev: TokenEvent) -> None:
+        if ev.finish_reason == "error":
+            self.error = APIError(503, f"the model failed this request: "
+                                       f"{ev.error or 'unknown error'}", code="backend_error")
+            raise self.error
+
     async def run_to_end(self) -> None:
         async for _ in self.stream():
             pass
 
     async def close(self) -> None:
-        """Abort every unfinished choice (client gone, timeout, error) and close iterators."""
+        """Abort every unfinished choice (client gone, timeout, error) and close iterators.
+        Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.error is not None:
+            reason = "timeout" if self.error.status == 504 else "error"
+        else:
+            reason = "timeout" if time.perf_counter() >= self.deadline_s else "client"
         for c in self.choices:
             if c.finish_reason is None:
-                reason = "timeout" if time.perf_counter() >= self.deadline_s else "client"
                 self.metrics.aborted.labels(self.prep.model, reason).inc()
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.backend.abort(c.req_id))
@@ -195,7 +210,3 @@ def _nth(params: SamplingParams, k: int) -> SamplingParams:
     return replace(params, seed=(params.seed + k) % 2**63)
 
 
-def _raise_if_error(ev: TokenEvent) -> None:
-    if ev.finish_reason == "error":
-        raise APIError(503, f"the model failed this request: {ev.error or 'unknown error'}",
-                       code="backend_error")
