@@ -188,7 +188,11 @@ class BlockManager:
             raise OutOfBlocksError(f"cannot allocate seq {seq_id}: {self._why_not(model_id, need)}")
         layout = self._layouts[model_id]
         g = layout.blocks_per_token_block
-        table = [self._take(g) for _ in range(need // g)]
+        if self.track_block_ids:
+            table = [self._take(g) for _ in range(need // g)]
+        else:  # _take without ids, all rows at once
+            self._num_free -= need
+            table = [_NO_IDS] * (need // g)
         self._used[model_id] += need
         self._seqs[seq_id] = _Seq(model_id, num_tokens, table, layout.tokens_per_block, g)
 
@@ -235,7 +239,9 @@ class BlockManager:
     def grow_to(self, seq_id: int, num_tokens: int) -> None:
         """``append(seq_id, num_tokens - num_tokens(seq_id))`` in one lookup: for a caller that
         tracks the target length itself (the scheduler's decode groups sync lazily)."""
-        seq = self._seq(seq_id)
+        seq = self._seqs.get(seq_id)
+        if seq is None:
+            seq = self._seq(seq_id)  # raises the named error
         self._grow(seq, seq_id, num_tokens, num_tokens - seq.num_tokens)
 
     def _grow(self, seq: _Seq, seq_id: int, new_tokens: int, num_new_tokens: int) -> None:
@@ -247,8 +253,12 @@ class BlockManager:
             if not self._fits(seq.model_id, need):
                 raise OutOfBlocksError(f"cannot append to seq {seq_id}: "
                                        f"{self._why_not(seq.model_id, need)}")
-            for _ in range(rows):
-                seq.table.append(self._take(seq.g))
+            if self.track_block_ids:
+                for _ in range(rows):
+                    seq.table.append(self._take(seq.g))
+            else:  # _take without ids, all rows at once
+                self._num_free -= need
+                seq.table.extend([_NO_IDS] * rows)
             self._used[seq.model_id] += need
         seq.num_tokens = new_tokens
 

@@ -85,7 +85,11 @@ class DecodeGroup:
         st.in_group = False
 
     def _push(self, table: dict[int, list[ReqState]], step: int, st: ReqState) -> None:
-        table.setdefault(step, []).append(st)
+        due = table.get(step)
+        if due is None:  # (not setdefault: that builds a throwaway list on every call)
+            table[step] = [st]
+        else:
+            due.append(st)
 
     def _join(self, st: ReqState, bm: BlockManager) -> None:
         st.gen_base, st.step_base, st.in_group = st.generated, self.steps, True
