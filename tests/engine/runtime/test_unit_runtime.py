@@ -278,3 +278,12 @@ def test_killed_unit_leaves_no_orphan_workers() -> None:
             rt.submit(GenerateRequest("late", "gemma", (1, 2), greedy()))
     finally:
         rt.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_unit_that_cannot_load_a_model_fails_start_with_its_error() -> None:
+    rt = UnitRuntime(UnitConfig.of({"x": "random:no-such-preset"}))
+    with pytest.raises(RuntimeError, match="unit failed to start: ValueError: unknown random "
+                                           "model 'no-such-preset'"):
+        rt.start()
+    assert rt.dead and rt.pid is None  # nothing left running
