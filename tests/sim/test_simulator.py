@@ -203,3 +203,25 @@ def test_block_id_tracking_does_not_change_the_run(policy: str) -> None:
     assert tracked.records == counted.records
     assert tracked.schedulers[0].num_preemptions == counted.schedulers[0].num_preemptions
     assert counted.unfinished == 0 and counted.schedulers[0].num_preemptions > 0
+
+
+def test_paused_gc_restores_the_collector_state() -> None:
+    import gc
+
+    from muxserve.sim.simulator import paused_gc
+
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        with paused_gc():
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        with pytest.raises(RuntimeError), paused_gc():
+            raise RuntimeError("boom")
+        assert gc.isenabled()  # restored after an error too
+        gc.disable()
+        with paused_gc():
+            pass
+        assert not gc.isenabled()  # a caller that had it off keeps it off
+    finally:
+        (gc.enable if was else gc.disable)()
