@@ -7,11 +7,13 @@ shared by all layers' shapes; per layer the attention then costs:
 
   1. one `index_copy_` writing K/V of all new tokens and heads into pool rows of D elements,
      row `(block * 2 + kv) * tpb + offset`, through `write_rows[layer]`;
-  2. one `index_select` gathering every sequence's K/V half-blocks through `read_blocks[layer]`
-     into a reused buffer [B, 2, H_kv, NB * tpb, D] (NB = most token-blocks of any sequence).
-     Whole half-blocks are contiguous runs of tpb * D elements, so this runs at memcpy speed and
-     its index is small (L * B * 2 * H_kv * NB entries); per-row indices were ~30x larger to
-     build. Keys past the longest context are sliced off as a view, never attended;
+  2. one `index_select` gathering every sequence's K/V in chunks of `chunk_tokens(tpb)` (<= 16)
+     consecutive tokens through `read_chunks[layer]` into a reused buffer
+     [B, 2, H_kv, NC * chunk, D] (NC = chunks of the longest context). A chunk is a contiguous
+     run of chunk * D elements inside a half-block, so this runs at memcpy speed and its index
+     is small (L * B * 2 * H_kv * NC entries); per-token-row indices were ~16x larger and took
+     longer to build than they saved, and whole 64-token half-blocks (SmolLM2) copied up to 63
+     padding tokens per sequence. Keys past the longest context are sliced off as a view;
   3. one `scaled_dot_product_attention` with a boolean mask (causal, padding and, for
      sliding-window layers, the window).
 
@@ -23,6 +25,7 @@ mask is [B, 1, S, C] and broadcasts over heads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import chain
 from typing import Protocol
@@ -50,7 +53,7 @@ class AttnBatch:
 
     positions: torch.Tensor      # [T] absolute position of each new token (for RoPE)
     write_rows: torch.Tensor     # [L, T * 2 * H_kv] pool rows of new K/V, source order [T, 2, H_kv]
-    read_blocks: torch.Tensor    # [L, B * 2 * H_kv * NB] pool half-blocks (block * 2 + kv)
+    read_chunks: torch.Tensor    # [L, B * 2 * H_kv * NC] pool chunks of `chunk` tokens
     q_index: torch.Tensor | None  # [B * S] token of each padded query slot (None: S == 1)
     out_index: torch.Tensor | None  # [T] padded slot of each token (None: S == 1)
     mask: torch.Tensor           # [B, 1, S, C] bool, True = attend (causal + padding)
@@ -59,7 +62,12 @@ class AttnBatch:
     num_seqs: int
     max_new: int                 # S
     max_context: int             # C
-    max_blocks: int              # NB: token-blocks of the longest context
+    num_chunks: int              # NC: chunks of the longest context
+
+
+def chunk_tokens(tokens_per_block: int) -> int:
+    """Tokens per gathered chunk: small enough to pad little, big enough to copy at memcpy speed."""
+    return math.gcd(tokens_per_block, 16)
 
 
 def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list[list[int]]],
@@ -101,9 +109,13 @@ def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list
     # write_rows[l, t, kv, h] = (block * 2 + kv) * tpb + pos % tpb
     blk = table[seq_of_tok, positions // tpb].view(-1, L, H).transpose(0, 1)  # [L, T, H]
     write = blk.unsqueeze(2) * (2 * tpb) + kv_off + (positions % tpb).view(1, -1, 1, 1)
-    # read_blocks[l, b, kv, h, n] = table[b, n, l * H + h] * 2 + kv
-    halves = table.view(B, NB, L, H).permute(2, 0, 3, 1).unsqueeze(2) * 2          # [L,B,1,H,NB]
-    read = halves + torch.arange(2).view(1, 1, 2, 1, 1)                            # [L,B,2,H,NB]
+    # read_chunks[l, b, kv, h, j] = (table[b, j // r, l*H + h] * 2 + kv) * r + j % r, where
+    # r = chunks per half-block
+    chunk = chunk_tokens(tpb)
+    r, NC = tpb // chunk, -(-C // chunk)
+    j = torch.arange(NC)
+    halves = table.view(B, NB, L, H)[:, j // r].permute(2, 0, 3, 1).unsqueeze(2) * 2  # [L,B,1,H,NC]
+    read = (halves + torch.arange(2).view(1, 1, 2, 1, 1)) * r + j % r               # [L,B,2,H,NC]
 
     # masks over the padded query slots [B, S] x keys [C]
     q_slot = torch.arange(S).view(1, S)
@@ -120,9 +132,9 @@ def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list
         q_index = (first_tok.view(B, 1) + q_valid).reshape(-1)
         out_index = seq_of_tok * S + idx_in_seq
     return AttnBatch(
-        positions=positions, write_rows=write.reshape(L, -1), read_blocks=read.reshape(L, -1),
+        positions=positions, write_rows=write.reshape(L, -1), read_chunks=read.reshape(L, -1),
         q_index=q_index, out_index=out_index, mask=mask, local_mask=local,
-        last_index=first_tok + n_t - 1, num_seqs=B, max_new=S, max_context=C, max_blocks=NB)
+        last_index=first_tok + n_t - 1, num_seqs=B, max_new=S, max_context=C, num_chunks=NC)
 
 
 class PagedAttention:
@@ -133,19 +145,19 @@ class PagedAttention:
                  scale: float) -> None:
         self.H, self.D = layout.num_kv_heads, layout.head_dim
         self.G = num_q_heads // self.H
-        self.tpb = layout.tokens_per_block
+        self.chunk = chunk_tokens(layout.tokens_per_block)
         self.scale = scale
         self.rows = pool_storage.view(-1, self.D)                 # [num_blocks * 2 * tpb, D]
-        self.halves = pool_storage.view(-1, self.tpb * self.D)    # [num_blocks * 2, tpb * D]
+        self.chunks = pool_storage.view(-1, self.chunk * self.D)  # [num_blocks*2*tpb/chunk, ...]
         self._buf = torch.empty(0, dtype=pool_storage.dtype)
 
     def gather_buffer(self, batch: AttnBatch) -> torch.Tensor:
-        """[B, 2, H_kv, NB * tpb, D] view of a buffer reused across layers and calls."""
-        B, NB = batch.num_seqs, batch.max_blocks
-        n = B * 2 * self.H * NB * self.tpb * self.D
+        """[B, 2, H_kv, NC * chunk, D] view of a buffer reused across layers and calls."""
+        B, ctx = batch.num_seqs, batch.num_chunks * self.chunk
+        n = B * 2 * self.H * ctx * self.D
         if self._buf.numel() < n:
             self._buf = torch.empty(n, dtype=self.rows.dtype)
-        return self._buf[:n].view(B, 2, self.H, NB * self.tpb, self.D)
+        return self._buf[:n].view(B, 2, self.H, ctx, self.D)
 
     def __call__(self, q: torch.Tensor, kv_new: torch.Tensor, layer: int, batch: AttnBatch,
                  buf: torch.Tensor, local: bool) -> torch.Tensor:
@@ -156,8 +168,8 @@ class PagedAttention:
         T = q.shape[0]
         B, S, H, G, D = batch.num_seqs, batch.max_new, self.H, self.G, self.D
         self.rows.index_copy_(0, batch.write_rows[layer], kv_new.reshape(-1, D))
-        torch.index_select(self.halves, 0, batch.read_blocks[layer],
-                           out=buf.view(-1, self.tpb * D))
+        torch.index_select(self.chunks, 0, batch.read_chunks[layer],
+                           out=buf.view(-1, self.chunk * D))
         C = batch.max_context
         k, v = buf[:, 0, :, :C], buf[:, 1, :, :C]                 # [B, H_kv, C, D] views
         mask = batch.local_mask if local and batch.local_mask is not None else batch.mask

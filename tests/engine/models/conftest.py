@@ -112,8 +112,8 @@ class Driver:
 
 @pytest.fixture
 def make_driver():
-    def make(tiny: TinyModel, num_blocks: int = 600, dtype: torch.dtype = torch.float32
-             ) -> Driver:
-        pool = KVPool(num_blocks, TINY_BLOCK_NUMEL, dtype)
-        return Driver(tiny, pool, BlockManager(num_blocks, TINY_BLOCK_NUMEL), 0, dtype)
+    def make(tiny: TinyModel, num_blocks: int = 600, dtype: torch.dtype = torch.float32,
+             block_numel: int = TINY_BLOCK_NUMEL) -> Driver:
+        pool = KVPool(num_blocks, block_numel, dtype)
+        return Driver(tiny, pool, BlockManager(num_blocks, block_numel), 0, dtype)
     return make

@@ -46,6 +46,23 @@ def test_batched_decode_with_different_contexts_matches_transformers(tiny: TinyM
             assert (logits[row] - ref).abs().max().item() < ATOL, (step, i)
 
 
+def test_blocks_larger_than_a_gather_chunk(tiny: TinyModel, make_driver) -> None:
+    """64 tokens per block: reads gather 16-token chunks, four per block (as for SmolLM2)."""
+    block_numel = 2 * 64 * tiny.arch.head_dim
+    prompts = {i: _ids(n, tiny.arch.vocab_size, 60 + i) for i, n in enumerate((15, 17, 70))}
+    extra = {i: _ids(3, tiny.arch.vocab_size, 70 + i) for i in prompts}
+    d = make_driver(tiny, num_blocks=40, block_numel=block_numel)
+    first = d.prefill(prompts)
+    refs = {i: tiny.ref_logits(prompts[i] + extra[i]) for i in prompts}
+    for row, i in enumerate(prompts):
+        assert (first[row] - refs[i][len(prompts[i]) - 1]).abs().max().item() < ATOL
+    for step in range(3):
+        logits = d.extend({i: [extra[i][step]] for i in prompts})
+        for row, i in enumerate(prompts):
+            ref = refs[i][len(prompts[i]) + step]
+            assert (logits[row] - ref).abs().max().item() < ATOL, (step, i)
+
+
 def test_prefill_from_a_nonzero_start_reuses_the_cached_prefix(tiny: TinyModel,
                                                                make_driver) -> None:
     ids = _ids(23, tiny.arch.vocab_size, 7)
