@@ -169,6 +169,7 @@ def test_unit_death_is_503_then_a_new_unit_serves(server: Running) -> None:
         assert time.monotonic() < deadline, "no new unit"
         time.sleep(0.5)
     assert httpx.get(f"{server.url}/debug/info", timeout=30).json()["unit_pid"] != unit_pid
+    assert metric(httpx.get(f"{server.url}/metrics").text, "muxserve_unit_restarts") == 1
     for model in TINY:
         r = httpx.post(f"{server.url}/v1/completions", timeout=60,
                        json={"model": model, "prompt": "back", "max_tokens": 4})

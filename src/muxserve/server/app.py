@@ -73,6 +73,7 @@ def create_app(config: ServeConfig, backend: UnitBackend | None = None,
     async def metrics_route() -> Response:
         if state.backend is not None:  # a runtime's stats() is a round trip to the unit
             state.last_stats = await asyncio.to_thread(state.backend.stats)
+            metrics.unit_restarts.set(getattr(state.backend, "unit_restarts", 0))
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.get("/debug/info", include_in_schema=False)

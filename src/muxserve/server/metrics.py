@@ -79,6 +79,8 @@ class ServerMetrics:
                                      registry=r)
         self.generation_tokens = Counter("muxserve_generation_tokens", "generated tokens",
                                          ["model"], registry=r)
+        self.unit_restarts = Gauge("muxserve_unit_restarts",
+                                   "times a dead unit process was replaced", registry=r)
         r.register(_UnitCollector(stats))
 
     def render(self) -> bytes:
