@@ -257,6 +257,8 @@ def test_killed_worker_fails_its_requests_restarts_and_others_keep_serving(
 
 def _collect(rt: UnitRuntime, ends: dict[str, TokenEvent], got: dict[str, list[int]]) -> int:
     for ev in rt.events(timeout_s=0.2):
+        if ev.req_id not in got:
+            continue  # a straggler of an earlier test
         got[ev.req_id].extend(ev.token_ids)
         if ev.finished:
             ends[ev.req_id] = ev
@@ -287,3 +289,18 @@ def test_unit_that_cannot_load_a_model_fails_start_with_its_error() -> None:
                                            "model 'no-such-preset'"):
         rt.start()
     assert rt.dead and rt.pid is None  # nothing left running
+
+
+def test_run_requests_follows_arrivals_and_aborts_on_timeout(mux_unit: UnitRuntime) -> None:
+    reqs = [GenerateRequest(f"arr{i}", "llama", prompt(i, 4), greedy(2), arrival_s=0.3 * i)
+            for i in range(4)]
+    outs = mux_unit.run_requests(reqs, follow_arrivals=True, timeout_s=60)
+    t0 = outs[0].submit_s
+    for o, r in zip(outs, reqs, strict=True):
+        assert o.submit_s - t0 >= r.arrival_s - 0.02  # not sent before its arrival
+        assert o.ttft_s is not None and 0 < o.ttft_s <= o.latency_s
+    long = [GenerateRequest("slow", "gemma", prompt(1, 4), greedy(240))]
+    with pytest.raises(TimeoutError, match="1 of 1 requests unfinished"):
+        mux_unit.run_requests(long, timeout_s=0.05)
+    wait_for(lambda: mux_unit.info()["kv_blocks_used"] == 0, 10, "the timed-out request's abort")
+    mux_unit.events()  # drop its abort event

@@ -227,8 +227,11 @@ class UnitRuntime:
                 self.submit(r)
                 nxt += 1
             if deadline is not None and now > deadline:
+                for req_id, a in acc.items():
+                    if a.last is None and a.submit_s:
+                        self.abort(req_id)  # leave nothing running behind the error
                 raise TimeoutError(f"{len(reqs) - done} of {len(reqs)} requests unfinished "
-                                   f"after {timeout_s} s")
+                                   f"after {timeout_s} s (aborted)")
             wait_s = 0.05 if nxt >= len(order) else max(
                 0.0, min(0.05, reqs[order[nxt]].arrival_s - (now - t0)))
             for ev in self.events(timeout_s=wait_s or 0.0):
