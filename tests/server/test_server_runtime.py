@@ -17,6 +17,7 @@ import httpx
 import psutil
 import pytest
 import yaml
+from fuzz_helpers import fuzz_server
 from server_helpers import TINY, Running, metric, subprocess_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -106,6 +107,15 @@ def test_disconnect_frees_blocks_on_the_runtime(server: Running) -> None:
     while metric(httpx.get(f"{server.url}/metrics").text, "muxserve_kv_blocks_used_total"):
         assert time.monotonic() < deadline, "blocks not freed after the disconnect"
         time.sleep(0.05)
+
+
+def test_fuzz_on_the_runtime(server: Running) -> None:
+    """The unit's own refusals must map to 4xx too (the in-process backend has none)."""
+    codes, failures = fuzz_server(server.url, list(TINY), post_examples=60, get_examples=3)
+    assert not failures, failures[:5]
+    assert all(code < 500 for code in codes) and codes[200] >= 10, codes
+    page = httpx.get(f"{server.url}/metrics").text
+    assert metric(page, "muxserve_kv_blocks_used_total") == 0
 
 
 def test_kill_a_worker_under_load(server: Running) -> None:
