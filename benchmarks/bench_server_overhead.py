@@ -23,7 +23,7 @@ import httpx
 import uvicorn
 
 from muxserve.engine.protocol import GenerateRequest
-from muxserve.engine.runtime import UnitConfig
+from muxserve.engine.runtime import UnitClient, UnitConfig
 from muxserve.server.app import create_app
 from muxserve.server.config import ServeConfig, ServerOptions
 from muxserve.server.runtime_backend import RuntimeBackend
@@ -47,7 +47,7 @@ def direct(backend: RuntimeBackend, batch: list[tuple[str, list[int]]], output: 
     t0 = time.perf_counter()
     outs = backend.runtime.run_requests(reqs, timeout_s=1800)
     wall = time.perf_counter() - t0
-    backend.runtime.set_event_handler(backend.client._route)  # back to the server's client
+    backend.client = UnitClient(backend.runtime)  # the server's client routes events again
     assert all(len(o.token_ids) == output for o in outs), [o.finish_reason for o in outs]
     return len(batch) * output / wall
 
