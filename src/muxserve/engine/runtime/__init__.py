@@ -6,9 +6,10 @@ one shared KV pool per unit. See docs/notes/runtime.md.
 """
 
 from muxserve.engine.runtime.aclient import UnitClient
-from muxserve.engine.runtime.client import RequestOutput, UnitDeadError, UnitRuntime
+from muxserve.engine.runtime.client import UnitDeadError, UnitRuntime
 from muxserve.engine.runtime.config import MODES, ModelSpec, UnitConfig
 from muxserve.engine.runtime.messages import JobRecord
+from muxserve.engine.runtime.results import RequestOutput
 from muxserve.engine.runtime.shares import (
     CpuShares,
     MpsShares,

@@ -21,7 +21,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch.multiprocessing as tmp
@@ -37,24 +36,9 @@ from muxserve.engine.runtime.messages import (
     UnitFailed,
     UnitReady,
 )
+from muxserve.engine.runtime.results import RequestOutput, ResultAccumulator
 from muxserve.engine.runtime.unit import unit_main
 from muxserve.engine.tokenizer import Tokenizer
-
-
-@dataclass(frozen=True)
-class RequestOutput:
-    """A finished request, as seen by the client (times from its submission, in seconds)."""
-
-    req_id: str
-    model: str
-    prompt_tokens: int
-    token_ids: tuple[int, ...]
-    text: str
-    finish_reason: str  # "stop" | "length" | "abort" | "error"
-    error: str | None
-    submit_s: float  # perf_counter() at submission
-    ttft_s: float | None  # first token (None if none came)
-    latency_s: float
 
 
 class UnitDeadError(RuntimeError):
@@ -214,7 +198,7 @@ class UnitRuntime:
             raise ValueError("request ids must be unique within one run_requests call")
         order = sorted(range(len(reqs)), key=lambda i: reqs[i].arrival_s if follow_arrivals
                        else 0.0)
-        acc = {r.req_id: _Acc(r) for r in reqs}
+        acc = {r.req_id: ResultAccumulator(r) for r in reqs}
         t0 = time.perf_counter()
         deadline = None if timeout_s is None else t0 + timeout_s
         nxt, done = 0, 0
@@ -227,8 +211,8 @@ class UnitRuntime:
                 self.submit(r)
                 nxt += 1
             if deadline is not None and now > deadline:
-                for req_id, a in acc.items():
-                    if a.last is None and a.submit_s:
+                for req_id, pending in acc.items():
+                    if pending.last is None and pending.submit_s:
                         self.abort(req_id)  # leave nothing running behind the error
                 raise TimeoutError(f"{len(reqs) - done} of {len(reqs)} requests unfinished "
                                    f"after {timeout_s} s (aborted)")
@@ -298,35 +282,3 @@ class UnitRuntime:
             handler(ev)
         else:
             self._events.put(ev)
-
-
-class _Acc:
-    """Accumulates one request's events into a RequestOutput."""
-
-    def __init__(self, req: GenerateRequest) -> None:
-        self.req = req
-        self.tokens: list[int] = []
-        self.text = ""
-        self.submit_s = 0.0
-        self.first_s: float | None = None
-        self.end_s = 0.0
-        self.last: TokenEvent | None = None
-
-    def add(self, ev: TokenEvent) -> bool:
-        now = time.perf_counter()
-        if ev.token_ids and self.first_s is None:
-            self.first_s = now
-        self.tokens.extend(ev.token_ids)
-        self.text += ev.text
-        if ev.finished:
-            self.end_s, self.last = now, ev
-        return ev.finished
-
-    def output(self) -> RequestOutput:
-        ev = self.last
-        assert ev is not None and ev.finish_reason is not None
-        return RequestOutput(
-            self.req.req_id, self.req.model, len(self.req.prompt_token_ids), tuple(self.tokens),
-            self.text, ev.finish_reason, ev.error, self.submit_s,
-            None if self.first_s is None else self.first_s - self.submit_s,
-            self.end_s - self.submit_s)

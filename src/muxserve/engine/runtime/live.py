@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from muxserve.config.models import ModelArch
 from muxserve.engine.protocol import GenerateRequest, TokenEvent
 from muxserve.engine.stop import IncrementalText
 
@@ -52,3 +53,22 @@ class LiveRequest:
 def reject(req: GenerateRequest, error: str) -> TokenEvent:
     """The one event of a request the unit refused (bad model, prompt, duplicate id)."""
     return TokenEvent(req.req_id, (), "", "error", error, prompt_tokens=len(req.prompt_token_ids))
+
+
+def check_request(req: GenerateRequest, arch: ModelArch | None, served: list[str],
+                  duplicate: bool) -> str | None:
+    """Why the unit must refuse req (None: it may queue it). arch: its model's, None if unknown."""
+    if duplicate:
+        return f"request id {req.req_id!r} is already running in this unit"
+    if arch is None:
+        return f"unknown model {req.model!r}; this unit serves {', '.join(served)}"
+    ids, vocab, ctx = req.prompt_token_ids, arch.vocab_size, arch.max_context
+    if not ids:
+        return "prompt is empty; give at least one token id"
+    bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < vocab]
+    if bad:
+        return f"prompt token ids {bad[:5]} are not in [0, {vocab}) (vocabulary of {req.model})"
+    if len(ids) >= ctx:
+        return (f"prompt has {len(ids)} tokens but {req.model}'s context window is {ctx} tokens "
+                f"(at most {ctx - 1} leave room to generate)")
+    return None

@@ -23,7 +23,7 @@ import torch.multiprocessing as tmp
 from muxserve.engine.protocol import AbortRequest, GenerateRequest, ModelStats, UnitStats
 from muxserve.engine.runtime.build import BuiltModel, build_unit
 from muxserve.engine.runtime.config import UnitConfig
-from muxserve.engine.runtime.live import LiveRequest, reject
+from muxserve.engine.runtime.live import LiveRequest, check_request, reject
 from muxserve.engine.runtime.messages import (
     JobDone,
     JobFailed,
@@ -167,7 +167,8 @@ class UnitLoop:
     # ---- requests -----------------------------------------------------------------------------
     def _submit(self, req: GenerateRequest) -> None:
         b = self.by_name.get(req.model)
-        err = _check(req, b, self.by_name, req.req_id in self.ids)
+        err = check_request(req, b.arch if b else None, list(self.by_name),
+                            req.req_id in self.ids)
         if err is not None:
             self.conn.send(reject(req, err))
             return
@@ -352,21 +353,3 @@ def _shares(config: UnitConfig, i: int, num_cores: int) -> tuple[float, float]:
     spec = config.models[i]
     one_core = 1.0 / num_cores
     return (spec.prefill_share or one_core, spec.decode_share or one_core)
-
-
-def _check(req: GenerateRequest, b: BuiltModel | None, by_name: dict[str, BuiltModel],
-           duplicate: bool) -> str | None:
-    if duplicate:
-        return f"request id {req.req_id!r} is already running in this unit"
-    if b is None:
-        return f"unknown model {req.model!r}; this unit serves {', '.join(by_name)}"
-    ids, vocab, ctx = req.prompt_token_ids, b.arch.vocab_size, b.arch.max_context
-    if not ids:
-        return "prompt is empty; give at least one token id"
-    bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < vocab]
-    if bad:
-        return f"prompt token ids {bad[:5]} are not in [0, {vocab}) (vocabulary of {req.model})"
-    if len(ids) >= ctx:
-        return (f"prompt has {len(ids)} tokens but {req.model}'s context window is {ctx} tokens "
-                f"(at most {ctx - 1} leave room to generate)")
-    return None
