@@ -87,8 +87,11 @@ def shared_mappings(pid: int, size_bytes: int) -> set[tuple[str, int]]:
 
 
 def shutdown_and_check(rt: UnitRuntime) -> None:
-    """Stop the unit; neither it nor any worker may outlive it."""
-    info = rt.info() if not rt.dead else {"workers": {}}
-    pids = [rt.pid, *info["workers"].values()]
+    """Stop the unit (always); neither it nor any worker may outlive it."""
+    try:
+        workers = [] if rt.dead else list(rt.info(timeout_s=10)["workers"].values())
+    except Exception:  # a hung or dying unit: still shut it down below
+        workers = []
+    pids = [p for p in (rt.pid, *workers) if p]
     rt.shutdown()
-    wait_for(lambda: not any(p and proc_alive(p) for p in pids), 10.0, "unit and workers to exit")
+    wait_for(lambda: not any(proc_alive(p) for p in pids), 10, "unit and workers to exit")
