@@ -54,7 +54,7 @@ class State:
 
 
 def build_router(state: State) -> APIRouter:
-    def check_key(request: Request) -> None:
+    async def check_key(request: Request) -> None:  # async: no threadpool hop per request
         key = state.opts.api_key
         if not key:
             return
