@@ -90,11 +90,13 @@ def run_trace(config: UnitConfig, requests: Sequence[GenerateRequest], until_s: 
     rt = UnitRuntime(config).start()
     try:
         startup_s = time.perf_counter() - t_start
+        warm_s = _warm_up(rt, config)
         if log:
             log(f"unit up in {startup_s:.1f} s; replaying {len(requests)} requests for up to "
                 f"{until_s:.0f} s")
         tracks, end_s = _replay(rt, requests, until_s, log)
-        info = {"startup_s": round(startup_s, 2), "run_s": round(end_s, 2), "env": env,
+        info = {"startup_s": round(startup_s, 2), "warmup_s": round(warm_s, 2),
+                "run_s": round(end_s, 2), "env": env,
                 "unit": _safe_info(rt)}
     finally:
         rt.shutdown()
@@ -108,6 +110,24 @@ def run_trace(config: UnitConfig, requests: Sequence[GenerateRequest], until_s: 
     if errors:
         info["errors"] = errors[:5]
     return TraceRun(timings, info)
+
+
+def _warm_up(rt: UnitRuntime, config: UnitConfig) -> float:
+    """One short request per model before the clock starts, so every prefill and decode
+    worker has run once (first calls pay allocator growth and lazy initialisation, which the
+    profile's warm-up also excludes)."""
+    from muxserve.types import SamplingParams
+
+    t0 = time.perf_counter()
+    params = SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
+    reqs = [GenerateRequest(f"warmup-{m.name}", m.name, tuple(range(1, 17)), params)
+            for m in config.models]
+    outs = rt.run_requests(reqs, timeout_s=300.0)
+    bad = [o for o in outs if o.finish_reason != "length"]
+    if bad:
+        raise RuntimeError(f"warm-up request {bad[0].req_id} ended with "
+                           f"{bad[0].finish_reason}: {bad[0].error}")
+    return time.perf_counter() - t0
 
 
 def _replay(rt: UnitRuntime, requests: Sequence[GenerateRequest], until_s: float,
