@@ -45,11 +45,8 @@ def unit(request: pytest.FixtureRequest) -> Iterator[UnitRuntime]:
         shutdown_and_check(rt)
 
 
-@pytest.fixture(scope="module")
-def mux_unit(unit: UnitRuntime) -> UnitRuntime:
-    if unit.config.mode != "muxserve":
-        pytest.skip("muxserve-mode test")
-    return unit
+# tests of mode-independent paths run on the muxserve unit only (the same module-scoped unit)
+muxserve_only = pytest.mark.parametrize("unit", ["muxserve"], indirect=True)
 
 
 def mixed_requests(tag: str) -> list[GenerateRequest]:
@@ -189,8 +186,9 @@ def test_long_mixed_run_with_aborts_leaks_no_block(unit: UnitRuntime) -> None:
     assert stats.kv_blocks_used == 0 and all(m.running == m.waiting == 0 for m in stats.models)
 
 
-def test_unit_client_streams_and_cancels(mux_unit: UnitRuntime) -> None:
-    client = UnitClient(mux_unit)
+@muxserve_only
+def test_unit_client_streams_and_cancels(unit: UnitRuntime) -> None:
+    client = UnitClient(unit)
     req = GenerateRequest("stream", "gemma", prompt(1, 12), greedy(15))
     want = reference([req])["stream"]
 
@@ -210,18 +208,19 @@ def test_unit_client_streams_and_cancels(mux_unit: UnitRuntime) -> None:
         assert evs[-1].finish_reason == "length" and evs[-1].completion_tokens == 15
         assert not any(e.finished for e in evs[:-1]) and len(cut) == 3
         # the aborted request's blocks return once its in-flight job ends
-        wait_for(lambda: mux_unit.info()["kv_blocks_used"] == 0, 10, "the abort")
-        assert mux_unit.info()["live_requests"] == 0
+        wait_for(lambda: unit.info()["kv_blocks_used"] == 0, 10, "the abort")
+        assert unit.info()["live_requests"] == 0
         assert client.models() == ["llama", "gemma"]
         assert client.tokenizer("gemma").decode([104, 105]) == "hi"
         assert client.stats().kv_blocks_used == 0
     finally:
-        mux_unit.set_event_handler(None)
+        unit.set_event_handler(None)
 
 
+@muxserve_only
 def test_killed_worker_fails_its_requests_restarts_and_others_keep_serving(
-        mux_unit: UnitRuntime) -> None:
-    rt = mux_unit
+        unit: UnitRuntime) -> None:
+    rt = unit
     pid = rt.info()["workers"]["llama/decode"]
     os.kill(pid, signal.SIGSTOP)  # freeze it so that its next decode job stays in flight
     try:
@@ -291,16 +290,17 @@ def test_unit_that_cannot_load_a_model_fails_start_with_its_error() -> None:
     assert rt.dead and rt.pid is None  # nothing left running
 
 
-def test_run_requests_follows_arrivals_and_aborts_on_timeout(mux_unit: UnitRuntime) -> None:
+@muxserve_only
+def test_run_requests_follows_arrivals_and_aborts_on_timeout(unit: UnitRuntime) -> None:
     reqs = [GenerateRequest(f"arr{i}", "llama", prompt(i, 4), greedy(2), arrival_s=0.3 * i)
             for i in range(4)]
-    outs = mux_unit.run_requests(reqs, follow_arrivals=True, timeout_s=60)
+    outs = unit.run_requests(reqs, follow_arrivals=True, timeout_s=60)
     t0 = outs[0].submit_s
     for o, r in zip(outs, reqs, strict=True):
         assert o.submit_s - t0 >= r.arrival_s - 0.02  # not sent before its arrival
         assert o.ttft_s is not None and 0 < o.ttft_s <= o.latency_s
     long = [GenerateRequest("slow", "gemma", prompt(1, 4), greedy(240))]
     with pytest.raises(TimeoutError, match="1 of 1 requests unfinished"):
-        mux_unit.run_requests(long, timeout_s=0.05)
-    wait_for(lambda: mux_unit.info()["kv_blocks_used"] == 0, 10, "the timed-out request's abort")
-    mux_unit.events()  # drop its abort event
+        unit.run_requests(long, timeout_s=0.05)
+    wait_for(lambda: unit.info()["kv_blocks_used"] == 0, 10, "the timed-out request's abort")
+    unit.events()  # drop its abort event
