@@ -9,7 +9,7 @@ import torch
 
 from muxserve.engine.llm import MultiModelLLM
 from muxserve.engine.protocol import GenerateRequest
-from muxserve.engine.request import GenerationRequest
+from muxserve.engine.request import GenerationOutput, GenerationRequest
 from muxserve.engine.runtime import UnitConfig, UnitRuntime
 from muxserve.types import SamplingParams
 
@@ -47,6 +47,14 @@ def reference(reqs: list[GenerateRequest], models: dict[str, str] | None = None,
     return {r.req_id: tuple(llm.generate([GenerationRequest(r.model, list(r.prompt_token_ids),
                                                              r.params)])[0].token_ids)
             for r in reqs}
+
+
+def reference_outputs(reqs: list[GenerateRequest]) -> dict[str, GenerationOutput]:
+    """Each request's full output (tokens, text, finish reason) from MultiModelLLM, alone."""
+    torch.set_num_threads(1)
+    llm = MultiModelLLM(MODELS, num_blocks=NUM_BLOCKS, block_numel=BLOCK_NUMEL)
+    return {r.req_id: llm.generate([GenerationRequest(r.model, list(r.prompt_token_ids),
+                                                      r.params)])[0] for r in reqs}
 
 
 def wait_for(cond, timeout_s: float = 30.0, what: str = "condition") -> None:  # type: ignore

@@ -22,6 +22,7 @@ from runtime_helpers import (
     proc_alive,
     prompt,
     reference,
+    reference_outputs,
     shared_mappings,
     shutdown_and_check,
     unit_config,
@@ -113,6 +114,16 @@ def test_stop_token_seeds_and_bad_input(unit: UnitRuntime) -> None:
     assert "context window is 256" in (outs["toolong"].error or "")
     assert "prompt is empty" in (outs["empty"].error or "")
     assert {outs[k].finish_reason for k in ("nomodel", "vocab", "toolong", "empty")} == {"error"}
+    # stop strings, streamed as text deltas: the same tokens, text and reason as MultiModelLLM
+    # (random byte-level models: gemma's text has "t;;" in it, llama's is all "|")
+    stops = [GenerateRequest("str-g", "gemma", prompt(3, 12), greedy(24, stop=("t;;",))),
+             GenerateRequest("str-l", "llama", prompt(0, 12), greedy(24, stop=("|||",)))]
+    ref = reference_outputs(stops)
+    for o in unit.run_requests(stops, timeout_s=60):
+        want_out = ref[o.req_id]
+        assert (o.token_ids, o.text, o.finish_reason) == (
+            tuple(want_out.token_ids), want_out.text, want_out.finish_reason)
+        assert o.finish_reason == "stop" and len(o.token_ids) < 24
     # the seeded draw is the same in every mode: it depends on (seed, step), not on the worker
     again = unit.run_requests([GenerateRequest("s3", "gemma", prompt(2, 9), sampled)])
     assert again[0].token_ids == outs["s1"].token_ids
