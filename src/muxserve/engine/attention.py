@@ -161,7 +161,8 @@ class PagedAttention:
 
     def __call__(self, q: torch.Tensor, kv_new: torch.Tensor, layer: int, batch: AttnBatch,
                  buf: torch.Tensor, local: bool) -> torch.Tensor:
-        """q: [T, H_q, D]; kv_new: [T, 2, H_kv, D] (RoPE applied). Returns [T, H_q * D].
+        """q: [T, H_q, D]; kv_new: [T, 2 * H_kv, D], K heads then V heads (RoPE applied to K).
+        Returns [T, H_q * D].
 
         Modifies the pool: writes kv_new at the batch's slots of `layer`.
         """
