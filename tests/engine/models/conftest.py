@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from muxserve.config.models import ModelArch
 from muxserve.engine.kv_pool import KVPool
@@ -78,7 +85,23 @@ def tiny_gemma3() -> TinyModel:
     return TinyModel(arch, hf, dict(hf.state_dict()))
 
 
-@pytest.fixture(params=["tiny_llama", "tiny_gemma3"])
+@pytest.fixture(scope="session")
+def tiny_qwen2() -> TinyModel:
+    """Llama family with q/k/v biases and untied embeddings."""
+    cfg = Qwen2Config(hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                      intermediate_size=96, num_hidden_layers=2, vocab_size=90,
+                      tie_word_embeddings=False, rms_norm_eps=1e-6, max_position_embeddings=256,
+                      rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+    hf = Qwen2ForCausalLM(cfg).eval()
+    hf.config._attn_implementation = "eager"
+    _randomize(hf, 2)
+    arch = ModelArch(name="tiny-qwen2", family="llama", num_layers=2, hidden_size=64,
+                     num_heads=4, num_kv_heads=2, head_dim=16, intermediate_size=96,
+                     vocab_size=90, max_context=256, rope_theta=1e6, rms_norm_eps=1e-6)
+    return TinyModel(arch, hf, dict(hf.state_dict()))
+
+
+@pytest.fixture(params=["tiny_llama", "tiny_gemma3", "tiny_qwen2"])
 def tiny(request: pytest.FixtureRequest) -> TinyModel:
     return request.getfixturevalue(request.param)
 

@@ -41,6 +41,17 @@ class Weights:
         """Fuse projections along the output dim (QKV, gate/up): one matmul instead of several."""
         return torch.cat([self.raw(n).detach().to(self.dtype) for n in names], 0).contiguous()
 
+    def cat_bias(self, names: list[str]) -> torch.Tensor | None:
+        """Fused biases of the projections `names` (weights' names), or None if they have none
+        (Qwen2 has q/k/v biases; Llama, Mistral, SmolLM2 have none)."""
+        biases = [n.removesuffix(".weight") + ".bias" for n in names]
+        present = [self.prefix + b in self.weights for b in biases]
+        if not any(present):
+            return None
+        if not all(present):
+            raise ValueError(f"only some of {biases} have a bias")
+        return self.cat(biases)
+
     def lm_head(self, tied: bool) -> torch.Tensor:
         if not tied and "lm_head.weight" in self.weights:
             return self.weights["lm_head.weight"].detach().to(self.dtype).contiguous()

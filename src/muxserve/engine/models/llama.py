@@ -1,4 +1,4 @@
-"""Llama-family decoder (Llama, SmolLM2, Mistral/Qwen2 shapes without biases): GQA, RoPE,
+"""Llama-family decoder (Llama, SmolLM2, Mistral, Qwen2 with its q/k/v biases): GQA, RoPE,
 SiLU-gated MLP, RMSNorm. QKV and gate/up projections are fused at load time."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from muxserve.engine.models.common import (
 class LlamaLayer:
     input_norm: torch.Tensor  # [hidden]
     qkv: torch.Tensor         # [(H_q + 2 H_kv) * D, hidden]
+    qkv_bias: torch.Tensor | None  # [(H_q + 2 H_kv) * D] (Qwen2) or None
     o: torch.Tensor           # [hidden, H_q * D]
     post_norm: torch.Tensor   # [hidden]
     gate_up: torch.Tensor     # [2 * I, hidden]
@@ -45,9 +46,10 @@ class LlamaModel:
         self.layers = []
         for i in range(arch.num_layers):
             p = f"layers.{i}."
+            qkv = [p + f"self_attn.{n}_proj.weight" for n in "qkv"]
             self.layers.append(LlamaLayer(
                 input_norm=w.get(p + "input_layernorm.weight"),
-                qkv=w.cat([p + f"self_attn.{n}_proj.weight" for n in "qkv"]),
+                qkv=w.cat(qkv), qkv_bias=w.cat_bias(qkv),
                 o=w.get(p + "self_attn.o_proj.weight"),
                 post_norm=w.get(p + "post_attention_layernorm.weight"),
                 gate_up=w.cat([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"]),
@@ -67,7 +69,7 @@ class LlamaModel:
         buf = attn.gather_buffer(batch)
         for i, w in enumerate(self.layers):
             h = rms_norm(x, w.input_norm, eps)
-            qkv = F.linear(h, w.qkv).view(T, Hq + 2 * Hkv, D)
+            qkv = F.linear(h, w.qkv, w.qkv_bias).view(T, Hq + 2 * Hkv, D)
             qk = apply_rope(qkv[:, :Hq + Hkv], cos, sin)            # [T, H_q + H_kv, D]
             kv = torch.cat((qk[:, Hq:], qkv[:, Hq + Hkv:]), 1)      # [T, 2 * H_kv, D]
             o = attn(qk[:, :Hq], kv, i, batch, buf, local=self.local[i])    # [T, H_q * D]
