@@ -21,7 +21,7 @@ from muxserve.costmodel import (
 A100 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "profiles" / (
     "muxserve_a100_llama.json")
 
-# Documented in docs/notes/costmodel.md: achieved held-out (llama-13b, llama-65b) errors are
+# Documented in docs/costmodel.md: achieved held-out (llama-13b, llama-65b) errors are
 # prefill 8.9% median / 20.0% p90, decode 6.0% / 16.1%; the bounds sit a little above.
 BOUNDS = {"prefill": (0.10, 0.215), "decoding": (0.07, 0.175)}
 

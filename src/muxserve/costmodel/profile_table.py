@@ -10,7 +10,7 @@ measured". For prefill the input is batch x seq_len tokens; for decoding the KV 
 batch x seq_len tokens and the input is batch tokens. An optional top-level ``"_meta"`` object
 (any key starting with ``_``) carries provenance (device, command, date) and is ignored by readers.
 
-Interpolation (see docs/notes/costmodel.md for the reasoning):
+Interpolation (see docs/costmodel.md for the reasoning):
 - batch and seq_len: piecewise *linear* in the raw values. Bilinear interpolation reproduces
   exactly any latency of the form a + b*batch + c*seq + d*batch*seq, which is what prefill
   (linear in tokens = batch*seq) and decode (weights + per-seq compute + KV read of batch*seq)

@@ -20,7 +20,7 @@
 When the number of groupings exceeds ``full_enumeration_limit`` (from 6 nodes of 8), the
 search decomposes: models are spread over nodes by longest-processing-time on their device
 need (compute and memory), then each node is optimised alone over its own patterns. See
-docs/notes/placement.md.
+docs/placement.md.
 """
 
 from __future__ import annotations

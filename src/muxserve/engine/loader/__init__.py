@@ -4,7 +4,7 @@
     m = load_model("smollm2-135m", dtype=torch.bfloat16)
     m.arch, m.weights["model.embed_tokens.weight"], m.tokenizer.encode("hi")
 
-See docs/notes/loader.md.
+See docs/loader.md.
 """
 
 from muxserve.engine.loader.layout import weight_shapes

@@ -1,6 +1,6 @@
 """The multiplexed unit runtime: ADBS (or a baseline policy) drives real prefill and decode
 worker processes per model on compute shares, with one shared copy of each model's weights and
-one shared KV pool per unit. See docs/notes/runtime.md.
+one shared KV pool per unit. See docs/runtime.md.
 
     from muxserve.engine.runtime import UnitConfig, UnitRuntime, UnitClient
 """
