@@ -117,7 +117,8 @@ class StepEvents:
 class SchedulerConfig:
     """How a unit schedules. Frozen: build a new one to change it.
 
-    policy: "muxserve" (ADBS), "spatial", "temporal", "round-robin" or "fcfs" (see docs/kvcache-scheduler.md).
+    policy: "muxserve" (ADBS), "spatial", "temporal", "round-robin" or "fcfs"
+        (see docs/kvcache-scheduler.md).
     prefill_token_cap: a prefill batch is filled FCFS while its tokens stay <= this (a single
         request longer than the cap still runs, alone).
     oversubscription: running jobs' shares may sum to at most 1 + this (compute counted in
