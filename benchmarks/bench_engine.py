@@ -46,6 +46,14 @@ GREEDY = dict(temperature=0.0, ignore_eos=True)
 AGREEMENT_PROMPT = "The capital of France is"
 
 
+def _agreement(ours: list[int], theirs: list[int], eos_ids: frozenset[int]) -> float:
+    """Fraction of equal greedy tokens before our first EOS: from there on the runs cannot
+    agree, since transformers' min_new_tokens masks EOS while ignore_eos picks it."""
+    end = next((i for i, t in enumerate(ours) if t in eos_ids), len(ours))
+    same = sum(a == b for a, b in zip(ours[:end], theirs[:end], strict=False))
+    return same / max(end, 1)
+
+
 # ---- roofline -------------------------------------------------------------------------------
 def _best_time(fn: Any, reps: int) -> float:
     fn()  # warm-up
@@ -243,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_model(model)
         arch, vocab = loaded.arch, loaded.tokenizer.vocab_size
         text_ids = loaded.tokenizer.encode(AGREEMENT_PROMPT)
+        eos_ids = loaded.tokenizer.eos_token_ids
         del loaded
         hf = None if args.no_hf else load_hf(model)
         for dtype in args.dtypes:
@@ -253,9 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 hf_d = copy.deepcopy(hf).to(parse_dtype(dtype))
                 theirs = bench_hf(hf_d, vocab, text_ids, args)
                 del hf_d
-                same = sum(a == b for a, b in zip(ours["greedy_tokens"],
-                                                  theirs["greedy_tokens"], strict=False))
-                agree[f"{model} {dtype}"] = same / max(len(theirs["greedy_tokens"]), 1)
+                agree[f"{model} {dtype}"] = _agreement(ours["greedy_tokens"],
+                                                       theirs["greedy_tokens"], eos_ids)
             rows += rows_for(model, arch, dtype, ours, theirs, roof, args)
         del hf
     print_table(rows, roof)
