@@ -14,6 +14,7 @@ from muxserve.config.models import ModelArch
 from muxserve.types import Phase
 
 POLICIES = ("muxserve", "spatial", "temporal", "round-robin", "fcfs")
+COMPUTE_RULES = ("overlap", "sum")
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,14 @@ class SchedulerConfig:
         (see docs/kvcache-scheduler.md).
     prefill_token_cap: a prefill batch is filled FCFS while its tokens stay <= this (a single
         request longer than the cap still runs, alone).
-    oversubscription: running jobs' shares may sum to at most 1 + this (compute counted in
-        parts of 10%).
+    compute_rule: how oversubscribing policies (muxserve, round-robin, fcfs) admit a job's
+        compute parts (10% each; see compute.py). "overlap" (default, the original MuxServe's
+        rule): a new job may share at most ``overload_parts`` parts with running jobs, and no
+        part serves more than two jobs; the total is not capped otherwise. "sum": running
+        jobs' shares may sum to at most 1 + ``oversubscription`` (this package's earlier rule).
+    overload_parts: the overlap rule's bound per new job (2 = the original's
+        ``overload_threshold: 2`` in all of the paper's ChatLMSYS configs).
+    oversubscription: the "sum" rule's bound (compute counted in parts of 10%).
     quota_adapt_interval_s: how often ADBS moves KV quota between models.
     avg_seq_tokens: average sequence length (prompt + output) used to turn a model's KV block
         quota into a cap on its concurrent sequences (416 = the original's ShareGPT default; set
@@ -135,6 +142,8 @@ class SchedulerConfig:
 
     policy: str = "muxserve"
     prefill_token_cap: int = 2048
+    compute_rule: str = "overlap"
+    overload_parts: int = 2
     oversubscription: float = 0.2
     quota_adapt_interval_s: float = 8.0
     avg_seq_tokens: int = 416
@@ -149,6 +158,11 @@ class SchedulerConfig:
                              f"{', '.join(POLICIES)}")
         if self.prefill_token_cap < 1:
             raise ValueError(f"prefill_token_cap must be >= 1, got {self.prefill_token_cap!r}")
+        if self.compute_rule not in COMPUTE_RULES:
+            raise ValueError(f"unknown compute_rule {self.compute_rule!r}; valid: "
+                             f"{', '.join(COMPUTE_RULES)}")
+        if not 0 <= self.overload_parts <= 10:
+            raise ValueError(f"overload_parts must be in [0, 10], got {self.overload_parts!r}")
         if not 0.0 <= self.oversubscription <= 1.0:
             raise ValueError(f"oversubscription must be in [0, 1], got {self.oversubscription!r}")
         if self.quota_adapt_interval_s <= 0:

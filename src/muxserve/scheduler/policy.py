@@ -158,3 +158,11 @@ def capacity_parts(spec: PolicySpec, config: SchedulerConfig,
     if not spec.oversubscribe:
         return PARTS
     return round(PARTS * (1.0 + config.oversubscription))
+
+
+def overload_parts(spec: PolicySpec, config: SchedulerConfig) -> int | None:
+    """The overlap rule's per-job bound, or None where the ledger caps the sum instead
+    (policies that do not oversubscribe, and compute_rule="sum")."""
+    if not spec.oversubscribe or config.compute_rule == "sum":
+        return None
+    return config.overload_parts

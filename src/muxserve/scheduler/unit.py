@@ -2,7 +2,7 @@
 
 It composes small parts: a RequestTable (queues), a QuotaManager (KV quotas -> sequence caps),
 the prefill batch builder (FCFS fill), one DecodeGroup per model (lockstep decode steps with
-preemption), a ComputeLedger (10% parts, bounded oversubscription) and a policy round from
+preemption), a ComputeLedger (10% parts, bounded overlap) and a policy round from
 POLICY_SPECS. It owns the KV blocks of its requests through the BlockManager: blocks for a prompt
 are allocated when its prefill job is scheduled, a decode job's block tables have room for the
 token it writes when it starts, and blocks are freed when a request finishes, is aborted or is
@@ -32,7 +32,7 @@ from muxserve.scheduler.batching import build_prefill, prefill_ready
 from muxserve.scheduler.compute import ComputeLedger
 from muxserve.scheduler.decode_group import DecodeGroup
 from muxserve.scheduler.integrity import check_unit
-from muxserve.scheduler.policy import POLICY_SPECS, capacity_parts, job_shares
+from muxserve.scheduler.policy import POLICY_SPECS, capacity_parts, job_shares, overload_parts
 from muxserve.scheduler.quota import QuotaManager
 from muxserve.scheduler.state import ReqState, RequestTable, Status
 from muxserve.types import Phase
@@ -65,7 +65,8 @@ class UnitScheduler:
         self.quota = QuotaManager(models, block_manager, config, self.spec.quota_mode)
         self._shares = job_shares(self.spec, models)
         self.ledger = ComputeLedger(capacity_parts(self.spec, config, self._shares),
-                                    self.spec.one_job_per_model, self.spec.max_jobs)
+                                    self.spec.one_job_per_model, self.spec.max_jobs,
+                                    overload_parts(self.spec, config))
         self.model_ids = ids
         self.rr_next: dict[str, int] = {}
         self.rotations = [tuple(ids[i:] + ids[:i]) for i in range(len(ids))]
