@@ -36,42 +36,47 @@ class ClosingStreamingResponse(StreamingResponse):
             await self._on_close()
 
 
-async def completion_chunks(job: Job, include_usage: bool) -> AsyncIterator[str]:
-    base = {"id": f"cmpl-{job.id}", "object": "text_completion", "created": job.created,
-            "model": job.prep.model}
+async def _choice_events(job: Job, base: dict[str, Any], include_usage: bool,
+                         choice: Callable[[int, Any], dict[str, Any]]) -> AsyncIterator[str]:
+    """The part both endpoints share: one chunk per piece of text or finish, the error body if
+    the stream fails, then the usage chunk (when asked) and [DONE]."""
     extra = {"usage": None} if include_usage else {}
     try:
         async for c, ev in job.stream():
             if ev.text or ev.finished:
-                choice = {"index": c.index, "text": ev.text, "logprobs": None,
-                          "finish_reason": ev.finish_reason}
-                yield event({**base, "choices": [choice], **extra})
+                yield event({**base, "choices": [choice(c.index, ev)], **extra})
     except APIError as e:
         yield event(e.body())
         return
     if include_usage:
         yield event({**base, "choices": [], "usage": job.usage})
     yield DONE
+
+
+async def completion_chunks(job: Job, include_usage: bool) -> AsyncIterator[str]:
+    base = {"id": f"cmpl-{job.id}", "object": "text_completion", "created": job.created,
+            "model": job.prep.model}
+
+    def choice(index: int, ev: Any) -> dict[str, Any]:
+        return {"index": index, "text": ev.text, "logprobs": None,
+                "finish_reason": ev.finish_reason}
+
+    async for chunk in _choice_events(job, base, include_usage, choice):
+        yield chunk
 
 
 async def chat_chunks(job: Job, include_usage: bool) -> AsyncIterator[str]:
     base = {"id": f"chatcmpl-{job.id}", "object": "chat.completion.chunk",
             "created": job.created, "model": job.prep.model}
     extra = {"usage": None} if include_usage else {}
-    for c in job.choices:
-        choice = {"index": c.index, "delta": {"role": "assistant", "content": ""},
-                  "logprobs": None, "finish_reason": None}
-        yield event({**base, "choices": [choice], **extra})
-    try:
-        async for c, ev in job.stream():
-            if ev.text or ev.finished:
-                delta = {"content": ev.text} if ev.text else {}
-                choice = {"index": c.index, "delta": delta, "logprobs": None,
-                          "finish_reason": ev.finish_reason}
-                yield event({**base, "choices": [choice], **extra})
-    except APIError as e:
-        yield event(e.body())
-        return
-    if include_usage:
-        yield event({**base, "choices": [], "usage": job.usage})
-    yield DONE
+    for c in job.choices:  # the role comes first, in a chunk of its own
+        first = {"index": c.index, "delta": {"role": "assistant", "content": ""},
+                 "logprobs": None, "finish_reason": None}
+        yield event({**base, "choices": [first], **extra})
+
+    def choice(index: int, ev: Any) -> dict[str, Any]:
+        return {"index": index, "delta": {"content": ev.text} if ev.text else {},
+                "logprobs": None, "finish_reason": ev.finish_reason}
+
+    async for chunk in _choice_events(job, base, include_usage, choice):
+        yield chunk
