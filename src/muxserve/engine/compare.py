@@ -9,7 +9,6 @@ the client when the unit's events arrive, so they include the unit's queueing an
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,22 +17,9 @@ from typing import Any
 from muxserve.engine.protocol import GenerateRequest, TokenEvent
 from muxserve.engine.runtime.client import UnitRuntime
 from muxserve.engine.runtime.config import UnitConfig
+from muxserve.engine.runtime.shares import set_worker_env
 
 ABORT_WAIT_S = 30.0  # after the cutoff, how long to wait for the aborts to be confirmed
-# Idle OpenMP threads spin (~200 ms in libgomp) after each parallel region; with several worker
-# processes per core, a finished worker's spinning threads starve the next job (measured on 2
-# cores: temporal decode steps of a tiny model took ~1 s instead of ~5 ms). Passive waiting
-# makes an idle worker cost nothing. Spawned unit and worker processes inherit it.
-OMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
-def set_worker_env() -> dict[str, str]:
-    """Set OMP_ENV in this process's environment (unless the user set it) before spawning."""
-    for k, v in OMP_ENV.items():
-        os.environ.setdefault(k, v)
-    return {k: os.environ[k] for k in OMP_ENV}
-
-
 @dataclass(frozen=True)
 class RequestTiming:
     """One request's fate; times are seconds since the run's start (None: never got there).

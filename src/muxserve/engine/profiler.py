@@ -32,6 +32,7 @@ from muxserve.engine.kv_pool import DEFAULT_BLOCK_NUMEL, KVPool
 from muxserve.engine.llm import parse_dtype
 from muxserve.engine.loader import load_model
 from muxserve.engine.model_runner import ModelRunner, SeqInput
+from muxserve.engine.runtime.shares import WORKER_ENV, set_worker_env
 from muxserve.kvcache.block_manager import BlockManager
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32)
@@ -41,8 +42,6 @@ QUICK_BATCHES = (1, 4, 16)
 QUICK_SEQ_LENS = (32, 128, 512)
 MAX_TIMED_S = 2.0  # stop repeating a point once its timed runs add up to this
 WARM_S = 0.25  # a warm-up call slower than this counts as a sample
-# as engine.compare.OMP_ENV: the runtime's workers wait passively, so the profile does too
-WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 @dataclass(frozen=True)
@@ -149,8 +148,7 @@ def run_profile(spec: ProfileSpec, cores: Sequence[int] | None = None,
 
     on_done(model, share_pct, seconds) is called after each subprocess finishes."""
     cores = list(cores) if cores is not None else usable_cores()
-    for k, v in WORKER_ENV.items():  # the unit runtime's workers run with the same setting
-        os.environ.setdefault(k, v)
+    set_worker_env()  # the unit runtime's workers run with the same setting
     entries: list[ProfileEntry] = []
     ctx = get_context("spawn")  # a fresh interpreter: no inherited torch thread pool
     for source in spec.models:

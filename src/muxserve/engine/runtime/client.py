@@ -37,6 +37,7 @@ from muxserve.engine.runtime.messages import (
     UnitReady,
 )
 from muxserve.engine.runtime.results import RequestOutput, ResultAccumulator
+from muxserve.engine.runtime.shares import set_worker_env
 from muxserve.engine.runtime.unit import unit_main
 from muxserve.engine.tokenizer import Tokenizer
 
@@ -67,6 +68,7 @@ class UnitRuntime:
         """Start the unit process (it loads the models and starts its workers); returns when it
         serves. Raises RuntimeError with the unit's error if it cannot start."""
         assert self._proc is None, "start() called twice"
+        set_worker_env()  # before spawning: the unit and its workers inherit it
         ctx = tmp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         # not a daemon: it has worker children of its own; shutdown() (also at exit) stops it

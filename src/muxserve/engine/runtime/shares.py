@@ -27,6 +27,20 @@ from muxserve.types import Phase
 
 CPU_LAYOUTS = ("flexible", "fixed", "whole")
 
+# Idle OpenMP threads spin (~200 ms in libgomp) after each parallel region; with several worker
+# processes per core, a finished worker's spinning threads starve the next job (measured on 2
+# cores: temporal decode steps of a tiny model took ~1 s instead of ~5 ms). Passive waiting
+# makes an idle worker cost nothing. Spawned unit and worker processes inherit it.
+WORKER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def set_worker_env() -> dict[str, str]:
+    """Set WORKER_ENV in this process's environment (unless the user set it) before spawning
+    workers; returns the values in force."""
+    for k, v in WORKER_ENV.items():
+        os.environ.setdefault(k, v)
+    return {k: os.environ[k] for k in WORKER_ENV}
+
 
 @dataclass(frozen=True)
 class ShareGrant:
