@@ -35,12 +35,17 @@ import torch.nn.functional as F
 
 
 class Layout(Protocol):
-    """What attention needs from `muxserve.kvcache.block_manager.KVLayout`."""
+    """What attention needs from `muxserve.kvcache.block_manager.KVLayout` (read-only, so the
+    frozen dataclass satisfies it)."""
 
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-    tokens_per_block: int
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def num_kv_heads(self) -> int: ...
+    @property
+    def head_dim(self) -> int: ...
+    @property
+    def tokens_per_block(self) -> int: ...
 
 
 @dataclass(frozen=True)
