@@ -5,6 +5,7 @@ With --hf, transformers' own model of the same shapes runs the same decode in th
 (forward with its KV cache, what generate() does per step) as the baseline.
 Usage: .venv/bin/python benchmarks/engine_models_decode.py [--models smollm2-135m gemma3-270m]
        [--dtypes float32 bfloat16] [--batch 32] [--context 128] [--steps 32] [--threads 2] [--hf]
+       [--no-pack]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from muxserve.engine.model_runner import ModelRunner, SeqInput
 from muxserve.kvcache.block_manager import BlockManager
 
 CLOCK = time.perf_counter  # --cpu-time: time.process_time (robust on a shared machine, 1 thread)
+PACK = True  # --no-pack: plain bf16 weights (what the unit runtime's shared weights use)
 
 
 def random_hf_weights(arch: ModelArch, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -54,6 +56,8 @@ def bench(name: str, dtype: torch.dtype, batch: int, context: int, steps: int) -
     layout = bm.register_model(0, arch.num_layers, arch.num_kv_heads, arch.head_dim)
     pool = KVPool(need + 16, dtype=dtype)
     runner = ModelRunner(arch, random_hf_weights(arch), pool, layout, dtype)
+    if PACK:
+        runner.pack_weights()  # what MultiModelLLM does (bf16 only)
     g = torch.Generator().manual_seed(1)
     for s in range(batch):
         bm.allocate(s, 0, context)
@@ -112,11 +116,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hf", action="store_true", help="also time transformers (baseline)")
+    ap.add_argument("--no-pack", action="store_true", help="do not pack bf16 weights")
     ap.add_argument("--cpu-time", action="store_true",
                     help="count this process's CPU seconds instead of wall time (use with "
                          "--threads 1 when other jobs share the machine)")
     args = ap.parse_args()
-    global CLOCK
+    global CLOCK, PACK
+    PACK = not args.no_pack
     if args.cpu_time:
         CLOCK = time.process_time
     torch.set_num_threads(args.threads)

@@ -67,13 +67,15 @@ class MultiModelLLM:
     Face folder or ``random:<preset>``. The pool is ``num_blocks`` blocks of ``block_numel``
     elements, or as many as fit in ``kv_pool_bytes`` (default 512 MiB); give at most one.
     seed: seeds the generator of requests that have no seed of their own.
+    pack_weights: reorder bf16 projections once into oneDNN's layout (faster, same results;
+    see `muxserve.engine.models.linear`); no effect in float32.
     """
 
     def __init__(self, models: Seq[str] | Mapping[str, str], dtype: str | torch.dtype = "float32",
                  kv_pool_bytes: int | None = None, num_blocks: int | None = None,
                  block_numel: int = 8192, max_prefill_tokens: int = 2048,
                  max_num_seqs: int = 256, seed: int | None = None,
-                 cache_dir: str | None = None) -> None:
+                 cache_dir: str | None = None, pack_weights: bool = True) -> None:
         sources = _served_names(models)
         self.dtype = parse_dtype(dtype)
         num_blocks = _num_blocks(num_blocks, kv_pool_bytes, block_numel, self.dtype)
@@ -86,6 +88,8 @@ class MultiModelLLM:
             layout = self.blocks.register_model(model_id, arch.num_layers, arch.num_kv_heads,
                                                 arch.head_dim)
             runner = ModelRunner(arch, loaded.weights, self.pool, layout, self.dtype)
+            if pack_weights:
+                runner.pack_weights()
             self.models[name] = ServedModel(name, model_id, loaded, runner)
             log.info("loaded %s (%s) as model %d", name, source, model_id)
         self._by_id = {m.model_id: m for m in self.models.values()}

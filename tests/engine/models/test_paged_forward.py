@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 from conftest import TINY_BLOCK_NUMEL, Driver, TinyModel
 
@@ -142,6 +143,20 @@ def test_bf16_stays_close_to_fp32(tiny: TinyModel, make_driver) -> None:
     assert lo16.dtype == torch.float32
     scale = lo32.abs().max().item()
     assert (lo16 - lo32).abs().max().item() < 0.05 * scale
+
+
+def test_packed_bf16_weights_give_identical_logits(tiny: TinyModel, make_driver) -> None:
+    """Packing (oneDNN layout, see models.linear) changes speed only: prefill and decode
+    logits are bit-identical to the plain bf16 weights (Qwen2's fused QKV bias included)."""
+    from muxserve.engine.models.linear import bf16_packing_available
+    if not bf16_packing_available():
+        pytest.skip("this torch build/CPU has no oneDNN bf16 matmul")
+    prompts = {i: _ids(n, tiny.arch.vocab_size, 70 + i) for i, n in enumerate((3, 9))}
+    plain, packed = (make_driver(tiny, dtype=torch.bfloat16) for _ in range(2))
+    assert packed.runner.pack_weights() == 1 + 4 * tiny.arch.num_layers
+    assert torch.equal(plain.prefill(prompts), packed.prefill(prompts))
+    step = {0: [5], 1: [6]}
+    assert torch.equal(plain.extend(step), packed.extend(step))
 
 
 def test_arch_from_a_transformers5_config_keeps_the_rope_bases(tiny: TinyModel) -> None:

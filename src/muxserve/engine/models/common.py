@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
+from muxserve.engine.models.linear import Linear
+
 # HF checkpoints put the decoder under one of these prefixes (multimodal Gemma3 nests it).
 _PREFIXES = ("model.", "model.language_model.", "language_model.model.", "")
 
@@ -88,12 +90,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
-def gated_mlp(x: torch.Tensor, gate_up: torch.Tensor, down: torch.Tensor,
+def gated_mlp(x: torch.Tensor, gate_up: Linear, down: Linear,
               act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """down(act(gate(x)) * up(x)) with gate and up fused: gate_up is [2 * I, hidden]."""
-    gu = F.linear(x, gate_up)                                   # [T, 2I]
-    gate, up = gu.chunk(2, dim=-1)
-    return F.linear(act(gate) * up, down)
+    gate, up = gate_up(x).chunk(2, dim=-1)                      # [T, I] each
+    return down(act(gate) * up)
 
 
 def silu(x: torch.Tensor) -> torch.Tensor:

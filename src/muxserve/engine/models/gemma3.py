@@ -21,21 +21,25 @@ from muxserve.engine.models.common import (
     rope_cos_sin,
     rope_inv_freq,
 )
+from muxserve.engine.models.linear import Linear
 
 
 @dataclass(frozen=True)
 class Gemma3Layer:
     # norm scales are 1 + w (in the compute dtype)
     input_norm: torch.Tensor  # [hidden]
-    qkv: torch.Tensor         # [(H_q + 2 H_kv) * D, hidden]
+    qkv: Linear               # [(H_q + 2 H_kv) * D, hidden]
     qk_norm: torch.Tensor     # [H_q + H_kv, D]: q_norm for query heads, k_norm for KV heads
-    o: torch.Tensor           # [hidden, H_q * D]
+    o: Linear                 # [hidden, H_q * D]
     post_attn_norm: torch.Tensor
     pre_ff_norm: torch.Tensor
     post_ff_norm: torch.Tensor
-    gate_up: torch.Tensor     # [2 * I, hidden]
-    down: torch.Tensor        # [hidden, I]
+    gate_up: Linear           # [2 * I, hidden]
+    down: Linear              # [hidden, I]
     local: bool               # sliding-window layer
+
+    def linears(self) -> list[Linear]:
+        return [self.qkv, self.o, self.gate_up, self.down]
 
 
 class Gemma3Model:
@@ -44,7 +48,7 @@ class Gemma3Model:
         w = Weights(weights, dtype)
         self.arch, self.dtype = arch, dtype
         self.embed = w.get("embed_tokens.weight")                   # [vocab, hidden]
-        self.lm_head = w.lm_head(arch.tie_embeddings)
+        self.lm_head = Linear(w.lm_head(arch.tie_embeddings))
         # HF multiplies by sqrt(hidden) rounded to the weight dtype
         self.embed_scale = torch.tensor(arch.hidden_size ** 0.5).to(dtype)
         self.norm = self._scale(w, "norm.weight")
@@ -58,14 +62,14 @@ class Gemma3Model:
                                  self._scale(w, p + "self_attn.k_norm.weight").expand(Hkv, -1)))
             self.layers.append(Gemma3Layer(
                 input_norm=self._scale(w, p + "input_layernorm.weight"),
-                qkv=w.cat([p + f"self_attn.{n}_proj.weight" for n in "qkv"]),
+                qkv=Linear(w.cat([p + f"self_attn.{n}_proj.weight" for n in "qkv"])),
                 qk_norm=qk_norm.contiguous(),
-                o=w.get(p + "self_attn.o_proj.weight"),
+                o=Linear(w.get(p + "self_attn.o_proj.weight")),
                 post_attn_norm=self._scale(w, p + "post_attention_layernorm.weight"),
                 pre_ff_norm=self._scale(w, p + "pre_feedforward_layernorm.weight"),
                 post_ff_norm=self._scale(w, p + "post_feedforward_layernorm.weight"),
-                gate_up=w.cat([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"]),
-                down=w.get(p + "mlp.down_proj.weight"),
+                gate_up=Linear(w.cat([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"])),
+                down=Linear(w.get(p + "mlp.down_proj.weight")),
                 local=arch.is_local_layer(i)))
 
     @staticmethod
@@ -88,17 +92,17 @@ class Gemma3Model:
         buf = attn.gather_buffer(batch)
         for i, w in enumerate(self.layers):
             h = rms_norm(x, w.input_norm, eps)
-            qkv = F.linear(h, w.qkv).view(T, Hq + 2 * Hkv, D)
+            qkv = w.qkv(h).view(T, Hq + 2 * Hkv, D)
             qk = _head_norm(qkv[:, :Hq + Hkv], w.qk_norm, eps)     # [T, H_q + H_kv, D]
             cos, sin = rope[w.local]
             qk = apply_rope(qk, cos, sin)
             kv = torch.cat((qk[:, Hq:], qkv[:, Hq + Hkv:]), 1)      # [T, 2 * H_kv, D]
             o = attn(qk[:, :Hq], kv, i, batch, buf, local=w.local)  # [T, H_q * D]
-            x += rms_norm(F.linear(o, w.o), w.post_attn_norm, eps)
+            x += rms_norm(w.o(o), w.post_attn_norm, eps)
             h = rms_norm(x, w.pre_ff_norm, eps)
             x += rms_norm(gated_mlp(h, w.gate_up, w.down, gelu_tanh), w.post_ff_norm, eps)
         x = rms_norm(x.index_select(0, batch.last_index), self.norm, eps)
-        return F.linear(x, self.lm_head).float()                    # [B, vocab]
+        return self.lm_head(x).float()                              # [B, vocab]
 
 
 def _head_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:

@@ -20,17 +20,20 @@ from muxserve.engine.models.common import (
     rope_inv_freq,
     silu,
 )
+from muxserve.engine.models.linear import Linear
 
 
 @dataclass(frozen=True)
 class LlamaLayer:
     input_norm: torch.Tensor  # [hidden]
-    qkv: torch.Tensor         # [(H_q + 2 H_kv) * D, hidden]
-    qkv_bias: torch.Tensor | None  # [(H_q + 2 H_kv) * D] (Qwen2) or None
-    o: torch.Tensor           # [hidden, H_q * D]
+    qkv: Linear               # [(H_q + 2 H_kv) * D, hidden], bias (Qwen2) or none
+    o: Linear                 # [hidden, H_q * D]
     post_norm: torch.Tensor   # [hidden]
-    gate_up: torch.Tensor     # [2 * I, hidden]
-    down: torch.Tensor        # [hidden, I]
+    gate_up: Linear           # [2 * I, hidden]
+    down: Linear              # [hidden, I]
+
+    def linears(self) -> list[Linear]:
+        return [self.qkv, self.o, self.gate_up, self.down]
 
 
 class LlamaModel:
@@ -39,7 +42,7 @@ class LlamaModel:
         w = Weights(weights, dtype)
         self.arch, self.dtype = arch, dtype
         self.embed = w.get("embed_tokens.weight")                  # [vocab, hidden]
-        self.lm_head = w.lm_head(arch.tie_embeddings)               # [vocab, hidden]
+        self.lm_head = Linear(w.lm_head(arch.tie_embeddings))       # [vocab, hidden]
         self.norm = w.get("norm.weight")
         self.inv_freq = rope_inv_freq(arch.head_dim, arch.rope_theta)
         self.local = [arch.is_local_layer(i) for i in range(arch.num_layers)]  # Mistral-style
@@ -49,11 +52,11 @@ class LlamaModel:
             qkv = [p + f"self_attn.{n}_proj.weight" for n in "qkv"]
             self.layers.append(LlamaLayer(
                 input_norm=w.get(p + "input_layernorm.weight"),
-                qkv=w.cat(qkv), qkv_bias=w.cat_bias(qkv),
-                o=w.get(p + "self_attn.o_proj.weight"),
+                qkv=Linear(w.cat(qkv), w.cat_bias(qkv)),
+                o=Linear(w.get(p + "self_attn.o_proj.weight")),
                 post_norm=w.get(p + "post_attention_layernorm.weight"),
-                gate_up=w.cat([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"]),
-                down=w.get(p + "mlp.down_proj.weight")))
+                gate_up=Linear(w.cat([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"])),
+                down=Linear(w.get(p + "mlp.down_proj.weight"))))
 
     def forward(self, tokens: torch.Tensor, batch: AttnBatch, attn: PagedAttention
                 ) -> torch.Tensor:
@@ -69,12 +72,12 @@ class LlamaModel:
         buf = attn.gather_buffer(batch)
         for i, w in enumerate(self.layers):
             h = rms_norm(x, w.input_norm, eps)
-            qkv = F.linear(h, w.qkv, w.qkv_bias).view(T, Hq + 2 * Hkv, D)
+            qkv = w.qkv(h).view(T, Hq + 2 * Hkv, D)
             qk = apply_rope(qkv[:, :Hq + Hkv], cos, sin)            # [T, H_q + H_kv, D]
             kv = torch.cat((qk[:, Hq:], qkv[:, Hq + Hkv:]), 1)      # [T, 2 * H_kv, D]
             o = attn(qk[:, :Hq], kv, i, batch, buf, local=self.local[i])    # [T, H_q * D]
-            x += F.linear(o, w.o)
+            x += w.o(o)
             h = rms_norm(x, w.post_norm, eps)
             x += gated_mlp(h, w.gate_up, w.down, silu)
         x = rms_norm(x.index_select(0, batch.last_index), self.norm, eps)  # [B, hidden]
-        return F.linear(x, self.lm_head).float()                    # [B, vocab]
+        return self.lm_head(x).float()                              # [B, vocab]
