@@ -18,6 +18,7 @@ import torch
 from muxserve.config.models import ModelArch, get_model_arch
 from muxserve.engine.kv_pool import KVPool
 from muxserve.engine.model_runner import ModelRunner, SeqInput
+from muxserve.engine.sampling import first_argmax
 from muxserve.kvcache.block_manager import BlockManager
 
 CLOCK = time.perf_counter  # --cpu-time: time.process_time (robust on a shared machine, 1 thread)
@@ -72,7 +73,7 @@ def bench(name: str, dtype: torch.dtype, batch: int, context: int, steps: int) -
         for s in range(batch):
             bm.append(s, 1)
             items.append(SeqInput([last[s]], bm.num_tokens(s) - 1, bm.block_table(s)))
-        last = runner.execute(items).argmax(-1).tolist()
+        last = first_argmax(runner.execute(items)).tolist()  # the engine's greedy sampler
     return batch * steps / (CLOCK() - t0)
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from muxserve.engine.sampling import Sampler, filtered_probs, make_generator
+from muxserve.engine.sampling import Sampler, filtered_probs, first_argmax, make_generator
 from muxserve.types import SamplingParams
 
 V = 50
@@ -149,3 +149,16 @@ def test_candidate_shortcut_equals_a_full_sort(scale: float) -> None:
     assert sizes[2] == 7 and sizes[5] == int((torch.softmax(logits[5] / 0.5, -1) > 0).sum())
     if scale == 0.3:
         assert sizes[0] > 1024  # the fallback to a full sort really ran
+
+
+@pytest.mark.parametrize("vocab", [49152, 262144, 32000, 50257, 100, 8192])
+def test_first_argmax_equals_torch_argmax_with_ties_and_nan(vocab: int) -> None:
+    g = torch.Generator().manual_seed(vocab)
+    x = torch.randn(6, vocab, generator=g)
+    x[1, vocab // 3] = x[1, vocab - 1] = 99.0          # tie across chunks: the first wins
+    x[2, 5] = x[2, 6] = 99.0                           # tie inside one chunk
+    x[3] = 0.0                                         # all equal: index 0
+    x[4, vocab // 2] = float("nan")                    # argmax picks the NaN
+    x[5, -1] = 99.0                                    # maximum in the last chunk
+    assert torch.equal(first_argmax(x), x.argmax(dim=-1))
+    assert torch.equal(first_argmax(x.bfloat16()), x.bfloat16().argmax(dim=-1))

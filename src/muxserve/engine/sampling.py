@@ -8,6 +8,7 @@ depend on which other requests share the batch. Unseeded requests share the samp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +28,24 @@ def make_generator(seed: int | None) -> torch.Generator:
     return gen
 
 
+def first_argmax(x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Row-wise index of the FIRST maximum of x [B, V], exactly what ``x.argmax(-1)`` returns.
+
+    torch's CPU argmax over a 262k vocabulary took 5.8 ms for 32 rows here (2 threads), more
+    than a Gemma3 decode step's attention; a vectorised ``amax`` per chunk, argmax over the
+    chunk maxima (the first chunk holding the row maximum) and argmax inside that one chunk
+    take 0.85 ms. Ties and NaN resolve as argmax does: the first chunk, then the first index.
+    """
+    B, V = x.shape
+    c = math.gcd(V, chunk)
+    if c < 64 or V // c < 2:
+        return x.argmax(dim=-1)
+    chunks = x.contiguous().view(B, V // c, c)
+    j = chunks.amax(dim=-1).argmax(dim=-1)                             # [B] first max chunk
+    inner = chunks[torch.arange(B), j].argmax(dim=-1)                  # [B]
+    return j * c + inner
+
+
 class Sampler:
     """Turns logits [B, V] into one token id per row. Holds the generator of unseeded rows."""
 
@@ -42,7 +61,7 @@ class Sampler:
         assert logits.dim() == 2 and logits.shape[0] == len(params) == len(generators), (
             f"logits {tuple(logits.shape)} vs {len(params)} params, {len(generators)} generators")
         logits = logits.float()
-        tokens = logits.argmax(dim=-1).tolist()  # greedy answer for every row, vectorised
+        tokens = first_argmax(logits).tolist()  # greedy answer for every row, vectorised
         rows = [i for i, p in enumerate(params) if not p.greedy]
         if not rows:
             return tokens
