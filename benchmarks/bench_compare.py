@@ -44,7 +44,7 @@ def compare_args(alpha: float, max_rate: float, a: argparse.Namespace) -> argpar
         config=None, alpha=alpha, max_rate=max_rate, lengths="sharegpt", max_prompt=256,
         max_output=128, duration_s=a.duration_s, drain_s=a.drain_s, seed=a.seed,
         profile=a.profile, slo_scale=a.slo_scale, dtype=a.dtype, no_predict=False,
-        quiet=False, output=None)
+        quiet=False, output=None, pack_weights=a.pack_weights)
 
 
 AUTO_DURATION_S = 600.0  # simulated arrival window for the rate choice (cheap; less noisy)
@@ -171,6 +171,8 @@ def main() -> int:
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--vllm", action="store_true", help="also the 4-server vLLM-cpu peer")
+    ap.add_argument("--pack-weights", action="store_true",
+                    help="runtime workers pack private bf16 weight copies")
     ap.add_argument("--out", default="benchmarks/results/compare.json")
     a = ap.parse_args()
     alphas = [float(x) for x in a.alphas.split(",")]

@@ -20,6 +20,7 @@ CONFIG.yaml (all keys but ``models`` optional)::
     dtype: float32
     kv_pool_mib: 256
     cores: [0, 1]
+    pack_weights: false          # true: each worker packs a private bf16 weight copy
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                    help="CPU profile table for the predictions and SLO baselines")
     p.add_argument("--slo-scale", default="5", help="comma list; the first is the headline")
     p.add_argument("--dtype", help="override the config's dtype (float32 | bfloat16)")
+    p.add_argument("--pack-weights", action="store_true",
+                   help="each worker packs a private bf16 weight copy (faster; more memory)")
     p.add_argument("--no-predict", action="store_true", help="skip the simulator's predictions")
     p.add_argument("--quiet", action="store_true", help="no per-mode progress lines")
     p.set_defaults(func=run)

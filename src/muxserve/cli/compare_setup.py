@@ -32,7 +32,7 @@ DEFAULT_PROFILE = Path("benchmarks") / "results" / "cpu_profile.json"
 # popularity ranks 1+4 share core 0 and ranks 2+3 core 1, the balanced split.
 DEFAULT_MODELS = (("smollm2-a", "smollm2-135m", 1), ("gemma3-b", "gemma3-270m", 4),
                   ("gemma3-a", "gemma3-270m", 2), ("smollm2-b", "smollm2-135m", 3))
-CONFIG_KEYS = {"models", "dtype", "kv_pool_mib", "cores", "prefill_token_cap"}
+CONFIG_KEYS = {"models", "dtype", "kv_pool_mib", "cores", "prefill_token_cap", "pack_weights"}
 MODEL_KEYS = {"name", "source", "rank", "prefill_share", "decode_share", "rate_rps",
               "max_num_seqs"}
 BLOCK_NUMEL = 8192
@@ -108,6 +108,7 @@ class CompareSetup:
     slo_scales: tuple[float, ...]
     profile: str
     params: dict[str, Any]
+    pack_weights: bool = False
 
     def unit_config(self, mode: str):  # type: ignore[no-untyped-def]
         from muxserve.engine.runtime.config import ModelSpec, UnitConfig
@@ -117,7 +118,8 @@ class CompareSetup:
         return UnitConfig(specs, mode=mode, dtype=self.dtype, num_kv_blocks=self.num_kv_blocks,
                           block_numel=BLOCK_NUMEL, cores=self.cores,
                           prefill_token_cap=self.prefill_token_cap,
-                          avg_seq_tokens=self.avg_seq_tokens, seed=0)
+                          avg_seq_tokens=self.avg_seq_tokens, seed=0,
+                          pack_weights=self.pack_weights)
 
     def requests(self) -> list[Any]:
         """The trace as GenerateRequests: req_id = trace index, greedy, exactly
@@ -219,16 +221,17 @@ def build_setup(args: argparse.Namespace) -> CompareSetup:
     kv_mib = float(cfg.get("kv_pool_mib", 1024))
     num_blocks = int(kv_mib * 2**20 // (BLOCK_NUMEL * DTYPE_BYTES[dtype]))
     avg_seq = round(float(np.mean([r.prompt_tokens + r.output_tokens for r in trace])))
+    pack = bool(getattr(args, "pack_weights", False) or cfg.get("pack_weights", False))
     params = {"alpha": args.alpha, "max_rate": args.max_rate, "lengths": args.lengths,
               "max_prompt": args.max_prompt, "max_output": args.max_output,
               "duration_s": args.duration_s, "drain_s": drain, "seed": args.seed,
-              "config": args.config, "kv_pool_mib": kv_mib}
+              "config": args.config, "kv_pool_mib": kv_mib, "pack_weights": pack}
     return CompareSetup(
         models, rates, trace, _prompt_ids(trace, {m.name: m.arch.vocab_size for m in models},
                                           args.seed),
         cores, dtype, num_blocks, int(cfg.get("prefill_token_cap", 2048)), avg_seq,
         args.duration_s + drain, tuple(float(s) for s in str(args.slo_scale).split(",")),
-        str(args.profile), params)
+        str(args.profile), params, pack)
 
 
 def baselines_s(setup: CompareSetup) -> list[float]:

@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--max-prefill-tokens", type=int, default=1024,
                    help="skip prefill points above this many tokens (-1 in the table)")
     p.add_argument("--quick", action="store_true", help="a small grid and 2 repetitions")
+    p.add_argument("--pack-weights", action="store_true",
+                   help="time packed bf16 weights (as runtime workers with pack_weights run)")
     p.add_argument("-o", "--output", required=True, help="profile JSON path")
     p.set_defaults(func=run)
 
@@ -58,7 +60,7 @@ def build_spec(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         seq_lens=_ints(args.seq_lens, "--seq-lens") if args.seq_lens else seq_lens,
         shares_pct=_ints(args.shares, "--shares"),
         reps=args.reps or (2 if args.quick else 3),
-        max_prefill_tokens=args.max_prefill_tokens)
+        max_prefill_tokens=args.max_prefill_tokens, pack_weights=args.pack_weights)
 
 
 def run(args: argparse.Namespace) -> int:

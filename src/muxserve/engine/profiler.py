@@ -56,6 +56,7 @@ class ProfileSpec:
     reps: int = 3
     max_prefill_tokens: int = 1024
     block_numel: int = DEFAULT_BLOCK_NUMEL
+    pack_weights: bool = False  # time packed bf16 weights (UnitConfig.pack_weights)
 
     def __post_init__(self) -> None:
         parse_dtype(self.dtype)  # ValueError naming the valid dtypes
@@ -108,7 +109,8 @@ def _median_ms(fn: Callable[[], object], reps: int) -> float:
 
 def measure_model(source: str, dtype: str, cores: Sequence[int], share_pct: int,
                   batches: Sequence[int], seq_lens: Sequence[int], reps: int,
-                  max_prefill_tokens: int, block_numel: int) -> list[ProfileEntry]:
+                  max_prefill_tokens: int, block_numel: int, pack_weights: bool = False
+                  ) -> list[ProfileEntry]:
     """Time one model's grid on ``cores`` (call it in a fresh process: it pins the caller)."""
     pin_to_cores(cores)
     dt = parse_dtype(dtype)
@@ -121,6 +123,8 @@ def measure_model(source: str, dtype: str, cores: Sequence[int], share_pct: int,
     bm = BlockManager(num_blocks, block_numel)
     lay = bm.register_model(0, arch.num_layers, arch.num_kv_heads, arch.head_dim)
     runner = ModelRunner(arch, loaded.weights, KVPool(num_blocks, block_numel, dt), lay, dt)
+    if pack_weights:
+        runner.pack_weights()
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, arch.vocab_size, (max_b, max_s + 1), generator=gen).tolist()
     out = []
@@ -158,7 +162,7 @@ def run_profile(spec: ProfileSpec, cores: Sequence[int] | None = None,
                 fut = pool.submit(measure_model, source, spec.dtype,
                                   share_cores(share, cores), share, spec.batches,
                                   spec.seq_lens, spec.reps, spec.max_prefill_tokens,
-                                  spec.block_numel)
+                                  spec.block_numel, spec.pack_weights)
                 entries.extend(fut.result())
             if on_done is not None:
                 on_done(source, share, time.perf_counter() - t0)
@@ -176,6 +180,7 @@ def machine_meta(spec: ProfileSpec, cores: Sequence[int]) -> dict[str, object]:
         "reps": spec.reps,
         "max_prefill_tokens": spec.max_prefill_tokens,
         "block_numel": spec.block_numel,
+        "pack_weights": spec.pack_weights,
         "loadavg_1_5_15_before": [round(x, 2) for x in load_before],
         "env": {k: os.environ.get(k, v) for k, v in WORKER_ENV.items()},
     }

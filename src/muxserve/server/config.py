@@ -13,6 +13,7 @@ A YAML file (all keys optional except models)::
     mode: muxserve               # muxserve | spatial | temporal
     dtype: float32               # float32 | bfloat16
     kv_pool_mib: 512
+    pack_weights: false          # true: each runtime worker packs a private bf16 weight copy
     server: {host: 127.0.0.1, port: 8000, max_queue: 64, request_timeout_s: 300}
 
 Errors are ValueErrors that name the bad field and the valid choices.
@@ -75,6 +76,7 @@ class ServeConfig:
     mode: str = "muxserve"
     dtype: str = "float32"
     kv_pool_mib: int = 512
+    pack_weights: bool = False
     backend: str = "auto"
     # served name -> its placement options (MODEL_OPTIONS) for the runtime's ModelSpec
     model_options: Mapping[str, Mapping[str, float | int]] = field(default_factory=dict)
@@ -91,6 +93,8 @@ class ServeConfig:
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("backend", self.backend, BACKENDS)
         _check_int("kv_pool_mib", self.kv_pool_mib, 1, 2**20)
+        if not isinstance(self.pack_weights, bool):
+            raise ValueError(f"pack_weights must be true or false, got {self.pack_weights!r}")
         for name, opts in self.model_options.items():
             if name not in self.models:
                 raise ValueError(f"model_options: {name!r} is not a served model")

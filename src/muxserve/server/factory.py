@@ -58,4 +58,4 @@ def unit_config(cfg: ServeConfig):  # type: ignore[no-untyped-def]
         except (TypeError, ValueError) as e:
             raise ValueError(f"models: {name}: {e}") from e
     return UnitConfig(tuple(specs), mode=cfg.mode, dtype=cfg.dtype,
-                      kv_pool_bytes=cfg.kv_pool_mib * 2**20)
+                      kv_pool_bytes=cfg.kv_pool_mib * 2**20, pack_weights=cfg.pack_weights)

@@ -321,3 +321,20 @@ def test_run_requests_follows_arrivals_and_aborts_on_timeout(unit: UnitRuntime) 
         unit.run_requests(long, timeout_s=0.05)
     wait_for(lambda: unit.info()["kv_blocks_used"] == 0, 10, "the timed-out request's abort")
     unit.events()  # drop its abort event
+
+
+@pytest.mark.timeout(240)
+def test_workers_with_packed_bf16_weights_give_the_tokens_of_plain_weights() -> None:
+    from muxserve.engine.models.linear import bf16_packing_available
+    if not bf16_packing_available():
+        pytest.skip("this torch build/CPU has no oneDNN bf16 matmul")
+    reqs = mixed_requests("pk")[:4]
+    want = reference(reqs, dtype="bfloat16", pack_weights=False)
+    rt = UnitRuntime(unit_config("muxserve", dtype="bfloat16", pack_weights=True))
+    rt.start()
+    try:
+        outs = rt.run_requests(reqs, timeout_s=120)
+    finally:
+        shutdown_and_check(rt)
+    assert {o.req_id: o.token_ids for o in outs} == want
+    assert all(o.error is None for o in outs)

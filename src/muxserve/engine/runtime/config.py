@@ -59,6 +59,9 @@ class UnitConfig:
     most one. cores: CPU ids the unit owns (default: this process's affinity when the unit
     starts). seed: generator of unseeded sampled requests in each worker.
     avg_seq_tokens / integrity_checks: passed to the scheduler (see SchedulerConfig).
+    pack_weights: each worker reorders its model's bf16 weights into a private oneDNN copy
+    (`muxserve.engine.models.linear`: faster matmuls, same tokens) at the price of one weight
+    copy per worker instead of one per model; off by default (no effect in float32).
     """
 
     models: tuple[ModelSpec, ...]
@@ -74,6 +77,7 @@ class UnitConfig:
     seed: int | None = None
     cache_dir: str | None = None
     worker_start_timeout_s: float = 120.0
+    pack_weights: bool = False
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -90,7 +90,8 @@ class UnitLoop:
         self.workers = {
             (m, ph): WorkerHandle(ctx, m, b.name, ph, b.runner, config.seed,
                                   self.shares.worker_env(m, ph),
-                                  self.shares.initial_grant(m, self._share(m, ph)))
+                                  self.shares.initial_grant(m, self._share(m, ph)),
+                                  config.pack_weights)
             for m, b in self.models.items() for ph in (Phase.PREFILL, Phase.DECODE)}
         self.reqs: dict[int, LiveRequest] = {}
         self.ids: dict[str, int] = {}

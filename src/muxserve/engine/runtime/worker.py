@@ -22,11 +22,13 @@ from muxserve.types import Phase
 
 
 def worker_main(runner: Any, label: str, seed: int | None, conn: Connection,
-                grant: ShareGrant) -> None:
+                grant: ShareGrant, pack: bool = False) -> None:
     """Serve jobs until the unit sends None or closes the pipe, then exit at once: interpreter
     finalization after torch took seconds of CPU per worker (measured ~5 s on a busy 2-core
     machine), and a worker has nothing to flush (its results are sent, the memory is the
     unit's)."""
+    if pack:  # a private packed copy (UnitConfig.pack_weights); the shared one stays mapped
+        runner.pack_weights()
     _serve(runner, label, seed, conn, grant)
     conn.close()
     os._exit(0)
@@ -74,9 +76,11 @@ class WorkerHandle:
     wait in an outbox (a restart takes seconds; the unit loop must not block on it)."""
 
     def __init__(self, ctx: Any, model_id: int, name: str, phase: Phase, runner: Any,
-                 seed: int | None, env: dict[str, str], grant: ShareGrant) -> None:
+                 seed: int | None, env: dict[str, str], grant: ShareGrant,
+                 pack: bool = False) -> None:
         self.ctx, self.model_id, self.name, self.phase = ctx, model_id, name, phase
         self.runner, self.seed, self.env, self.grant = runner, seed, env, grant
+        self.pack = pack
         self.label = f"{name}/{phase.value}"
         self.restarts = 0
         self.generation = 0  # bumped per (re)start, so stale wait() hits are ignored
@@ -90,7 +94,8 @@ class WorkerHandle:
     def start(self) -> None:
         parent, child = self.ctx.Pipe()
         proc = self.ctx.Process(target=worker_main, name=f"muxserve-{self.label}", daemon=True,
-                                args=(self.runner, self.label, self.seed, child, self.grant))
+                                args=(self.runner, self.label, self.seed, child, self.grant,
+                                      self.pack))
         saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)  # spawn copies the environment at start (MPS share)
         try:
