@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/serve_e2e.json}; ALPHA=${ALPHA:-2.1}; RATE=${MAX_RATE:-0.5}; DUR=${DURATION:-50}
 PORT=${PORT:-8123}; DTYPE=${DTYPE:-float32}
-OMP_WAIT_POLICY=PASSIVE .venv/bin/muxserve serve --port "$PORT" --mode muxserve --dtype "$DTYPE" \
+.venv/bin/muxserve serve --port "$PORT" --mode muxserve --dtype "$DTYPE" \
   --kv-pool-mib 256 --model smollm2-a=smollm2-135m --model gemma3-a=gemma3-270m \
   --model smollm2-b=smollm2-135m --model gemma3-b=gemma3-270m --log-level warning &
 srv=$!
