@@ -77,13 +77,14 @@ def run_trace(config: UnitConfig, requests: Sequence[GenerateRequest], until_s: 
     try:
         startup_s = time.perf_counter() - t_start
         warm_s = _warm_up(rt, config)
+        rt.jobs()  # drop the warm-up's job records
         if log:
             log(f"unit up in {startup_s:.1f} s; replaying {len(requests)} requests for up to "
                 f"{until_s:.0f} s")
         tracks, end_s = _replay(rt, requests, until_s, log)
         info = {"startup_s": round(startup_s, 2), "warmup_s": round(warm_s, 2),
                 "run_s": round(end_s, 2), "env": env,
-                "unit": _safe_info(rt)}
+                "unit": _safe_info(rt), "jobs": job_summary(rt.jobs())}
     finally:
         rt.shutdown()
     timings = [tracks[i].timing() for i in ids]
@@ -96,6 +97,32 @@ def run_trace(config: UnitConfig, requests: Sequence[GenerateRequest], until_s: 
     if errors:
         info["errors"] = errors[:5]
     return TraceRun(timings, info)
+
+
+def job_summary(jobs: Sequence[Any]) -> dict[str, Any]:
+    """Where the run's compute went, from the unit's job records: per phase the jobs, their
+    mean batch and compute seconds; per core the fraction of the jobs' span it was busy
+    (a job on two cores counts on both); the mean number of jobs running at once."""
+    if not jobs:
+        return {}
+    t0, t1 = min(j.start_s for j in jobs), max(j.end_s for j in jobs)
+    span = max(t1 - t0, 1e-9)
+    phases: dict[str, dict[str, float]] = {}
+    busy: dict[int, float] = {}
+    for j in jobs:
+        p = phases.setdefault(j.phase, {"jobs": 0, "seqs": 0, "tokens": 0, "compute_s": 0.0})
+        p["jobs"] += 1
+        p["seqs"] += j.batch
+        p["tokens"] += j.num_tokens
+        p["compute_s"] += j.compute_s
+        for c in j.cores:
+            busy[c] = busy.get(c, 0.0) + (j.end_s - j.start_s)
+    for p in phases.values():
+        p["mean_batch"] = round(p["seqs"] / p["jobs"], 2)
+        p["compute_s"] = round(p["compute_s"], 2)
+    return {"span_s": round(span, 2), "phases": phases,
+            "core_busy_frac": {str(c): round(b / span, 3) for c, b in sorted(busy.items())},
+            "mean_running_jobs": round(sum(j.end_s - j.start_s for j in jobs) / span, 2)}
 
 
 def _warm_up(rt: UnitRuntime, config: UnitConfig) -> float:
