@@ -33,11 +33,21 @@ from muxserve.cli.compare_setup import build_setup
 TARGET = 0.99
 
 
-def sweep_one(alpha: float, mode: str, rates: list[float], a: argparse.Namespace
-              ) -> list[dict[str, Any]]:
-    """Run `mode` at each rate until attainment < TARGET; one summary row per run."""
+def sweep_one(alpha: float, mode: str, rates: list[float], a: argparse.Namespace,
+              done: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Walk up the rates (with those of `done`, earlier runs kept as they are) until the
+    attainment drops below TARGET, running only the rates not in `done`; one row per rate."""
+    have = {r["rate"]: r for r in done or []}
+    top_ok = max((r for r, row in have.items() if row["attainment"] >= TARGET), default=0.0)
     rows = []
-    for rate in rates:
+    for rate in sorted(set(rates) | set(have)):
+        if rate not in have and rate < top_ok:
+            continue  # a higher rate already passed
+        if rate in have:
+            rows.append(have[rate])
+            if have[rate]["attainment"] < TARGET:
+                break
+            continue
         args = compare_args(alpha, rate, a)
         setup = build_setup(args)
         res = run_vllm(setup, a) if mode == "vllm-cpu" else run_mode(setup, mode, args)
@@ -59,10 +69,14 @@ def sweep_one(alpha: float, mode: str, rates: list[float], a: argparse.Namespace
 
 
 def capacity(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    ok = [r for r in rows if r["attainment"] >= TARGET]
-    if not ok:
-        return {"rate": None, "throughput_rps": None, "below": rows[0]["rate"]}
-    best = max(ok, key=lambda r: r["rate"])
+    """The highest rate served at >= TARGET below the first rate that missed it."""
+    best = None
+    for r in sorted(rows, key=lambda r: r["rate"]):
+        if r["attainment"] < TARGET:
+            break
+        best = r
+    if best is None:
+        return {"rate": None, "throughput_rps": None, "below": min(r["rate"] for r in rows)}
     return {"rate": best["rate"], "throughput_rps": best["throughput_rps"]}
 
 
@@ -106,31 +120,45 @@ def main() -> int:
     ap.add_argument("--pack-weights", action="store_true")
     ap.add_argument("--vllm", action="store_true", help="also sweep the vLLM-cpu peer")
     ap.add_argument("--out", default="benchmarks/results/compare_sweep.json")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep --out's runs and add only the missing rates (finer grids, "
+                         "higher rates) for the given alphas and modes")
     a = ap.parse_args()
     rates = sorted(float(x) for x in a.rates.split(","))
     modes = [m for m in a.modes.split(",") if m]
-    out: dict[str, Any] = {"date": datetime.datetime.now(datetime.UTC).isoformat(
-        timespec="seconds"), "command": " ".join(sys.argv), "cores": os.cpu_count(),
-        "loadavg_before": os.getloadavg(), "target_attainment": TARGET, "blocks": []}
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    run_info = {"date": now, "command": " ".join(sys.argv), "loadavg_before": os.getloadavg()}
+    if a.resume:
+        out = json.loads(Path(a.out).read_text())
+        out.setdefault("resumed", []).append(run_info)
+    else:
+        out = {**run_info, "cores": os.cpu_count(), "target_attainment": TARGET, "blocks": []}
     t0 = time.perf_counter()
-    blocks = [{"alpha": float(x), "runs": {}} for x in a.alphas.split(",")]
-    out["blocks"] = blocks
-    for block in blocks:
-        for mode in modes:
-            block["runs"][mode] = sweep_one(block["alpha"], mode, rates, a)
+    by_alpha = {b["alpha"]: b for b in out["blocks"]}
+    alphas = [float(x) for x in a.alphas.split(",")]
+    for alpha in alphas:
+        if alpha not in by_alpha:
+            by_alpha[alpha] = {"alpha": alpha, "runs": {}}
+            out["blocks"].append(by_alpha[alpha])
+
+    def run(mode: str) -> None:
+        for alpha in alphas:
+            runs = by_alpha[alpha]["runs"]
+            runs[mode] = sweep_one(alpha, mode, rates, a, runs.get(mode))
             Path(a.out).write_text(json.dumps(out, indent=1))
+
+    for mode in modes:
+        run(mode)
     if a.vllm:
         peer("serve")
         try:
-            for block in blocks:
-                block["runs"]["vllm-cpu"] = sweep_one(block["alpha"], "vllm-cpu", rates, a)
-                Path(a.out).write_text(json.dumps(out, indent=1))
+            run("vllm-cpu")
         finally:
             peer("stop")
-    out["wall_s"] = time.perf_counter() - t0
+    out["wall_s"] = out.get("wall_s", 0.0) + time.perf_counter() - t0
     out["loadavg_after"] = os.getloadavg()
     Path(a.out).write_text(json.dumps(out, indent=1))
-    text = "\n".join(line for block in blocks for line in table(block))
+    text = "\n".join(line for block in out["blocks"] for line in table(block))
     print(text)
     Path(a.out).with_suffix(".tables.md").write_text(text + "\n")
     return 0
