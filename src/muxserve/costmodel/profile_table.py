@@ -132,18 +132,21 @@ def _build_grid(raw: dict[tuple[int, int, int], float]) -> _Grid:
 def find_outliers(raw: dict[tuple[int, int, int], float], ratio: float = OUTLIER_RATIO
                   ) -> set[tuple[int, int, int]]:
     """Glitches: measured values more than ``ratio`` x every measured neighbour on the share
-    axis. A job on the next larger share can only be slower by noise, and one on the next smaller
-    share (10 points less) by at most ~1.33x, so a 1.5x jump over both is a measurement glitch
-    (the A100 file has a few, e.g. llama-30b/4 GPUs/100%/batch 64/seq 64 decode: 231 ms where
-    90% took 27 ms)."""
+    axis, where a larger-share neighbour first counts as slowed down in proportion to the share
+    (the most a smaller share can legitimately cost). A job on the next smaller share can only
+    be faster by noise, so a 1.5x jump over both neighbours is a measurement glitch (the A100
+    file has a few, e.g. llama-30b/4 GPUs/100%/batch 64/seq 64 decode: 231 ms where 90% took
+    27 ms). Without the share scaling, a CPU profile's 1-core value 1.6x its 2-core value (50%
+    and 100% shares: legitimately up to 2x) was dropped as a glitch and refilled badly."""
     sms = sorted({k[0] for k in raw})
     out = set()
     for (sm, b, s), v in raw.items():
         if v < 0:
             continue
         i = sms.index(sm)
-        near = [raw.get((sms[j], b, s), MISSING) for j in (i - 1, i + 1) if 0 <= j < len(sms)]
-        near = [x for x in near if x >= 0]
+        near = [raw.get((sms[j], b, s), MISSING) * max(1.0, sms[j] / sm)
+                for j in (i - 1, i + 1) if 0 <= j < len(sms) and raw.get((sms[j], b, s),
+                                                                         MISSING) >= 0]
         if near and v > ratio * max(near):
             out.add((sm, b, s))
     return out
