@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from muxserve.bench.workload import cap_lengths
 from muxserve.config.models import MODEL_PRESETS, ModelArch

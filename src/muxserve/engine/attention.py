@@ -187,4 +187,5 @@ class PagedAttention:
         o = F.scaled_dot_product_attention(qh, k, v, attn_mask=mask, scale=self.scale,
                                            enable_gqa=G > 1)      # [B, H_q, S, D]
         o = o.transpose(1, 2).reshape(B * S, H * G * D)
+        assert batch.out_index is not None  # set whenever S > 1
         return o.index_select(0, batch.out_index)                 # [T, H_q * D]

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing import get_context
 
 import torch
@@ -135,9 +136,9 @@ def measure_model(source: str, dtype: str, cores: Sequence[int], share_pct: int,
             tables = [bm.block_table(i) for i in range(b)]
             prefill = [SeqInput(tokens[i][:s], 0, tables[i]) for i in range(b)]
             decode = [SeqInput([tokens[i][s]], s, tables[i]) for i in range(b)]
-            pre_ms = (_median_ms(lambda p=prefill: runner.execute(p), reps)
+            pre_ms = (_median_ms(partial(runner.execute, prefill), reps)
                       if b * s <= max_prefill_tokens else MISSING)
-            dec_ms = _median_ms(lambda d=decode: runner.execute(d), reps)
+            dec_ms = _median_ms(partial(runner.execute, decode), reps)
             for i in range(b):
                 bm.free(i)
             out.append(ProfileEntry(arch.name, 1, share_pct, b, s, pre_ms, dec_ms))

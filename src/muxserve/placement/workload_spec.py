@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from muxserve.config.devices import Cluster, get_device
 from muxserve.config.models import MODEL_PRESETS, ModelArch, arch_from_hf_config

