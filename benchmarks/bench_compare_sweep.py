@@ -104,7 +104,8 @@ def table(block: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The sweep's flags (compare_sweep_fidelity.py re-parses a result's command with it)."""
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--alphas", default="1.0,2.1")
@@ -123,7 +124,11 @@ def main() -> int:
     ap.add_argument("--resume", action="store_true",
                     help="keep --out's runs and add only the missing rates (finer grids, "
                          "higher rates) for the given alphas and modes")
-    a = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    a = build_parser().parse_args()
     rates = sorted(float(x) for x in a.rates.split(","))
     modes = [m for m in a.modes.split(",") if m]
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -14,27 +14,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from bench_compare import compare_args
+from bench_compare_sweep import build_parser
 
 from muxserve.cli.compare_setup import build_setup, predict
 
 
 def settings(out: dict[str, Any]) -> argparse.Namespace:
-    """The sweep's flags, from its first command line (dtype, profile, durations, seed)."""
-    ap = argparse.ArgumentParser()
-    for flag, default in (("--duration-s", 40.0), ("--drain-s", 20.0)):
-        ap.add_argument(flag, type=float, default=default)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--profile", default="benchmarks/results/cpu_profile.json")
-    ap.add_argument("--slo-scale", default="5")
-    ap.add_argument("--dtype", default=None)
-    ap.add_argument("--pack-weights", action="store_true")
-    a, _ = ap.parse_known_args(out["command"].split()[1:])
-    return a
+    """The sweep's flags (dtype, profile, durations, seed), from its first command line."""
+    return build_parser().parse_args(shlex.split(out["command"])[1:])
 
 
 def main() -> int:

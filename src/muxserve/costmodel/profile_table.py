@@ -144,9 +144,11 @@ def find_outliers(raw: dict[tuple[int, int, int], float], ratio: float = OUTLIER
         if v < 0:
             continue
         i = sms.index(sm)
-        near = [raw.get((sms[j], b, s), MISSING) * max(1.0, sms[j] / sm)
-                for j in (i - 1, i + 1) if 0 <= j < len(sms) and raw.get((sms[j], b, s),
-                                                                         MISSING) >= 0]
+        near = []
+        for other in sms[max(i - 1, 0):i] + sms[i + 1:i + 2]:
+            x = raw.get((other, b, s), MISSING)
+            if x >= 0:
+                near.append(x * max(1.0, other / sm))
         if near and v > ratio * max(near):
             out.add((sm, b, s))
     return out
