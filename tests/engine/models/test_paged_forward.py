@@ -47,6 +47,29 @@ def test_batched_decode_with_different_contexts_matches_transformers(tiny: TinyM
             assert (logits[row] - ref).abs().max().item() < ATOL, (step, i)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_kernels_and_the_pytorch_path_agree(tiny: TinyModel, make_driver, dtype) -> None:
+    """Decode through the C++ kernels (attention, norms, activation) and through plain PyTorch
+    (`MUXSERVE_KERNELS=0`): same logits up to rounding; transformers checks the fused path."""
+    from muxserve.engine import kernels
+    if not kernels.available():
+        pytest.skip("no C++ toolchain here")
+    prompts = {i: _ids(n, tiny.arch.vocab_size, 20 + i) for i, n in enumerate((2, 9, 14))}
+    extra = [{i: [(7 * step + i) % tiny.arch.vocab_size] for i in prompts} for step in range(10)]
+    fused, plain = make_driver(tiny, dtype=dtype), make_driver(tiny, dtype=dtype)
+    fused.prefill(prompts)
+    kernels.set_enabled(False)
+    try:
+        plain.prefill(prompts)
+        plain_logits = [plain.extend(step) for step in extra]
+    finally:
+        kernels.set_enabled(True)
+    scale = plain_logits[0].abs().max().item()
+    tol = 1e-5 if dtype == torch.float32 else 0.03
+    for step, want in zip(extra, plain_logits, strict=True):
+        assert (fused.extend(step) - want).abs().max().item() < tol * scale
+
+
 def test_blocks_larger_than_a_gather_chunk(tiny: TinyModel, make_driver) -> None:
     """64 tokens per block: reads gather 16-token chunks, four per block (as for SmolLM2)."""
     block_numel = 2 * 64 * tiny.arch.head_dim

@@ -6,11 +6,12 @@ is [out, in]); q/k are in HF's rotate_half RoPE order (the loader undoes GGUF's 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 
+from muxserve.engine import kernels
 from muxserve.engine.models.linear import Linear
 
 # HF checkpoints put the decoder under one of these prefixes (multimodal Gemma3 nests it).
@@ -70,6 +71,33 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return F.rms_norm(x, weight.shape, weight, eps)
 
 
+def add_rms_norm(x: torch.Tensor, y: torch.Tensor | None, weight: torch.Tensor, eps: float,
+                 y_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Residual step then the next norm: x += y (or x += rms_norm(y, y_weight), Gemma3's
+    sandwich norm), in place on x [T, hidden]; returns rms_norm(x, weight).
+
+    One fused pass when the CPU kernels serve x's dtype, else the same ops in PyTorch.
+    """
+    k = kernels.ops(x.dtype)
+    if k is not None and x.device.type == "cpu":
+        return k.add_rms_norm(x, y, y_weight, weight, eps)
+    if y is not None:
+        x += y if y_weight is None else rms_norm(y, y_weight, eps)
+    return rms_norm(x, weight, eps)
+
+
+ACTIVATIONS = {"silu": 0, "gelu_tanh": 1}  # the fused kernel's codes
+
+
+def gated_act(gate_up: torch.Tensor, act: str) -> torch.Tensor:
+    """act(gate) * up of a fused gate_up projection [T, 2 * I] -> [T, I]."""
+    k = kernels.ops(gate_up.dtype)
+    if k is not None and gate_up.device.type == "cpu":
+        return k.gated_act(gate_up, ACTIVATIONS[act])
+    gate, up = gate_up.chunk(2, dim=-1)
+    return (silu(gate) if act == "silu" else gelu_tanh(gate)) * up
+
+
 def rope_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
     """[D/2] fp32 inverse frequencies, computed as HF's default rope does."""
     return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
@@ -90,11 +118,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
-def gated_mlp(x: torch.Tensor, gate_up: Linear, down: Linear,
-              act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def gated_mlp(x: torch.Tensor, gate_up: Linear, down: Linear, act: str) -> torch.Tensor:
     """down(act(gate(x)) * up(x)) with gate and up fused: gate_up is [2 * I, hidden]."""
-    gate, up = gate_up(x).chunk(2, dim=-1)                      # [T, I] each
-    return down(act(gate) * up)
+    return down(gated_act(gate_up(x), act))
 
 
 def silu(x: torch.Tensor) -> torch.Tensor:

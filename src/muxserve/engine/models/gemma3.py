@@ -14,10 +14,9 @@ from muxserve.config.models import ModelArch
 from muxserve.engine.attention import AttnBatch, PagedAttention
 from muxserve.engine.models.common import (
     Weights,
+    add_rms_norm,
     apply_rope,
     gated_mlp,
-    gelu_tanh,
-    rms_norm,
     rope_cos_sin,
     rope_inv_freq,
 )
@@ -87,22 +86,31 @@ class Gemma3Model:
         Hq, Hkv, D, eps = a.num_heads, a.num_kv_heads, a.head_dim, a.rms_norm_eps
         T = tokens.shape[0]
         x = F.embedding(tokens, self.embed) * self.embed_scale      # [T, hidden]
-        rope = {False: rope_cos_sin(batch.positions, self.inv_freq_global, self.dtype),
-                True: rope_cos_sin(batch.positions, self.inv_freq_local, self.dtype)}
-        buf = attn.gather_buffer(batch)
+        fused = attn.can_fuse(batch)
+        rope = {}
+        for local, inv_freq in ((False, self.inv_freq_global), (True, self.inv_freq_local)):
+            cos, sin = rope_cos_sin(batch.positions, inv_freq, self.dtype)  # [T, 1, D]
+            rope[local] = (cos.view(T, D).float(), sin.view(T, D).float()) if fused else (cos, sin)
+        h = add_rms_norm(x, None, self.layers[0].input_norm, eps)
         for i, w in enumerate(self.layers):
-            h = rms_norm(x, w.input_norm, eps)
-            qkv = w.qkv(h).view(T, Hq + 2 * Hkv, D)
-            qk = _head_norm(qkv[:, :Hq + Hkv], w.qk_norm, eps)     # [T, H_q + H_kv, D]
+            qkv = w.qkv(h)                                          # [T, (H_q + 2 H_kv) * D]
             cos, sin = rope[w.local]
-            qk = apply_rope(qk, cos, sin)
-            kv = torch.cat((qk[:, Hq:], qkv[:, Hq + Hkv:]), 1)      # [T, 2 * H_kv, D]
-            o = attn(qk[:, :Hq], kv, i, batch, buf, local=w.local)  # [T, H_q * D]
-            x += rms_norm(w.o(o), w.post_attn_norm, eps)
-            h = rms_norm(x, w.pre_ff_norm, eps)
-            x += rms_norm(gated_mlp(h, w.gate_up, w.down, gelu_tanh), w.post_ff_norm, eps)
-        x = rms_norm(x.index_select(0, batch.last_index), self.norm, eps)
-        return self.lm_head(x).float()                              # [B, vocab]
+            if fused:
+                o = attn.decode(qkv, i, batch, cos, sin, w.qk_norm,
+                                a.sliding_window if w.local else 0, eps)
+            else:
+                qkv = qkv.view(T, Hq + 2 * Hkv, D)
+                qk = _head_norm(qkv[:, :Hq + Hkv], w.qk_norm, eps)  # [T, H_q + H_kv, D]
+                qk = apply_rope(qk, cos, sin)
+                kv = torch.cat((qk[:, Hq:], qkv[:, Hq + Hkv:]), 1)  # [T, 2 * H_kv, D]
+                o = attn(qk[:, :Hq], kv, i, batch, attn.gather_buffer(batch),
+                         local=w.local)                             # [T, H_q * D]
+            h = add_rms_norm(x, w.o(o), w.pre_ff_norm, eps, y_weight=w.post_attn_norm)
+            last = i + 1 == len(self.layers)
+            h = add_rms_norm(x, gated_mlp(h, w.gate_up, w.down, "gelu_tanh"),
+                             self.norm if last else self.layers[i + 1].input_norm, eps,
+                             y_weight=w.post_ff_norm)
+        return self.lm_head(h.index_select(0, batch.last_index)).float()  # [B, vocab]
 
 
 def _head_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:

@@ -13,12 +13,11 @@ from muxserve.config.models import ModelArch
 from muxserve.engine.attention import AttnBatch, PagedAttention
 from muxserve.engine.models.common import (
     Weights,
+    add_rms_norm,
     apply_rope,
     gated_mlp,
-    rms_norm,
     rope_cos_sin,
     rope_inv_freq,
-    silu,
 )
 from muxserve.engine.models.linear import Linear
 
@@ -69,15 +68,23 @@ class LlamaModel:
         T = tokens.shape[0]
         x = F.embedding(tokens, self.embed)                         # [T, hidden]
         cos, sin = rope_cos_sin(batch.positions, self.inv_freq, self.dtype)  # [T, 1, D]
-        buf = attn.gather_buffer(batch)
+        fused = attn.can_fuse(batch)
+        if fused:
+            cos, sin = cos.view(T, D).float(), sin.view(T, D).float()
+        h = add_rms_norm(x, None, self.layers[0].input_norm, eps)
         for i, w in enumerate(self.layers):
-            h = rms_norm(x, w.input_norm, eps)
-            qkv = w.qkv(h).view(T, Hq + 2 * Hkv, D)
-            qk = apply_rope(qkv[:, :Hq + Hkv], cos, sin)            # [T, H_q + H_kv, D]
-            kv = torch.cat((qk[:, Hq:], qkv[:, Hq + Hkv:]), 1)      # [T, 2 * H_kv, D]
-            o = attn(qk[:, :Hq], kv, i, batch, buf, local=self.local[i])    # [T, H_q * D]
-            x += w.o(o)
-            h = rms_norm(x, w.post_norm, eps)
-            x += gated_mlp(h, w.gate_up, w.down, silu)
-        x = rms_norm(x.index_select(0, batch.last_index), self.norm, eps)  # [B, hidden]
-        return self.lm_head(x).float()                              # [B, vocab]
+            qkv = w.qkv(h)                                          # [T, (H_q + 2 H_kv) * D]
+            window = a.sliding_window if self.local[i] else 0
+            if fused:
+                o = attn.decode(qkv, i, batch, cos, sin, None, window, eps)
+            else:
+                qkv = qkv.view(T, Hq + 2 * Hkv, D)
+                qk = apply_rope(qkv[:, :Hq + Hkv], cos, sin)        # [T, H_q + H_kv, D]
+                kv = torch.cat((qk[:, Hq:], qkv[:, Hq + Hkv:]), 1)  # [T, 2 * H_kv, D]
+                o = attn(qk[:, :Hq], kv, i, batch, attn.gather_buffer(batch),
+                         local=self.local[i])                       # [T, H_q * D]
+            h = add_rms_norm(x, w.o(o), w.post_norm, eps)
+            last = i + 1 == len(self.layers)
+            h = add_rms_norm(x, gated_mlp(h, w.gate_up, w.down, "silu"),
+                             self.norm if last else self.layers[i + 1].input_norm, eps)
+        return self.lm_head(h.index_select(0, batch.last_index)).float()  # [B, vocab]
