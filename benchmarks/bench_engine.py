@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     roof = measure_roofline(args.quick)
     rows: list[dict[str, Any]] = []
     agree: dict[str, float] = {}
+    agree_fp32: dict[str, float] = {}  # against transformers fp32, the most exact reference
     for model in args.models:
         loaded = load_model(model)
         arch, vocab = loaded.arch, loaded.tokenizer.vocab_size
@@ -254,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         eos_ids = loaded.tokenizer.eos_token_ids
         del loaded
         hf = None if args.no_hf else load_hf(model)
-        for dtype in args.dtypes:
+        hf_fp32_tokens = None
+        for dtype in sorted(args.dtypes, key=lambda d: d != "float32"):  # fp32 first
             print(f"... {model} {dtype}", file=sys.stderr, flush=True)
             ours = bench_ours(model, arch, vocab, dtype, text_ids, args)
             theirs = None
@@ -264,19 +266,27 @@ def main(argv: list[str] | None = None) -> int:
                 del hf_d
                 agree[f"{model} {dtype}"] = _agreement(ours["greedy_tokens"],
                                                        theirs["greedy_tokens"], eos_ids)
+                if dtype == "float32":
+                    hf_fp32_tokens = theirs["greedy_tokens"]
+                if hf_fp32_tokens is not None:
+                    agree_fp32[f"{model} {dtype}"] = _agreement(ours["greedy_tokens"],
+                                                                hf_fp32_tokens, eos_ids)
             rows += rows_for(model, arch, dtype, ours, theirs, roof, args)
         del hf
     print_table(rows, roof)
     if agree:
         print(f"greedy tokens after {AGREEMENT_PROMPT!r} equal to transformers' (fraction): "
               + ", ".join(f"{k}: {v:.2f}" for k, v in agree.items()))
+        print("... equal to transformers' fp32 tokens (fraction): "
+              + ", ".join(f"{k}: {v:.2f}" for k, v in agree_fp32.items()))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                 "threads": args.threads, "torch": torch.__version__,
                 "args": {k: str(v) for k, v in vars(args).items()}}
         args.out.write_text(json.dumps({"meta": meta, "roofline": roof, "rows": rows,
-                                        "greedy_agreement": agree}, indent=1))
+                                        "greedy_agreement": agree,
+                                        "greedy_agreement_vs_hf_fp32": agree_fp32}, indent=1))
     return 0
 
 

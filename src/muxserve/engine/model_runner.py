@@ -91,8 +91,9 @@ class ModelRunner:
         if int(tokens.min()) < 0 or int(tokens.max()) >= a.vocab_size:
             raise ValueError(f"token ids must be in [0, {a.vocab_size}), got "
                              f"[{int(tokens.min())}, {int(tokens.max())}]")
+        num_new = [len(it.token_ids) for it in items]
         batch = build_attn_batch(
-            [len(it.token_ids) for it in items], [it.start_pos for it in items],
-            [it.block_table for it in items], self.layout, self.pool.num_blocks,
-            a.sliding_window)
+            num_new, [it.start_pos for it in items], [it.block_table for it in items],
+            self.layout, self.pool.num_blocks, a.sliding_window,
+            gather=not self.attn.fusable(num_new))
         return self.model.forward(tokens, batch, self.attn)
