@@ -110,7 +110,7 @@ class Gemma3Model:
             h = add_rms_norm(x, gated_mlp(h, w.gate_up, w.down, "gelu_tanh"),
                              self.norm if last else self.layers[i + 1].input_norm, eps,
                              y_weight=w.post_ff_norm)
-        return self.lm_head(h.index_select(0, batch.last_index)).float()  # [B, vocab]
+        return self.lm_head.logits(h.index_select(0, batch.last_index))  # [B, vocab] fp32
 
 
 def _head_norm(x: torch.Tensor, scale: torch.Tensor, eps: float) -> torch.Tensor:

@@ -87,4 +87,4 @@ class LlamaModel:
             last = i + 1 == len(self.layers)
             h = add_rms_norm(x, gated_mlp(h, w.gate_up, w.down, "silu"),
                              self.norm if last else self.layers[i + 1].input_norm, eps)
-        return self.lm_head(h.index_select(0, batch.last_index)).float()  # [B, vocab]
+        return self.lm_head.logits(h.index_select(0, batch.last_index))  # [B, vocab] fp32

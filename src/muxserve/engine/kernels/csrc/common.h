@@ -151,5 +151,9 @@ at::Tensor add_rms_norm(at::Tensor x, const c10::optional<at::Tensor>& y,
                         const c10::optional<at::Tensor>& y_weight, const at::Tensor& weight,
                         double eps);
 at::Tensor gated_act(const at::Tensor& gate_up, int64_t act);
+bool amx_linear_available();
+at::Tensor amx_pack(const at::Tensor& w);
+at::Tensor amx_linear(const at::Tensor& x, const at::Tensor& packed,
+                      const c10::optional<at::Tensor>& bias, bool out_fp32);
 
 }  // namespace muxserve

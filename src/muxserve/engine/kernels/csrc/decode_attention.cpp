@@ -52,7 +52,10 @@ void pv_generic(const float* p, const T* const* rows, int64_t vofs, int64_t G, i
 #if defined(__AVX512F__)
 // rows ahead to prefetch: a sequence's blocks are scattered over the pool, and the hardware
 // prefetcher stops at each block's (page's) end
-constexpr int64_t PREFETCH = 8;
+#ifndef MUXSERVE_PREFETCH
+#define MUXSERVE_PREFETCH 8
+#endif
+constexpr int64_t PREFETCH = MUXSERVE_PREFETCH;
 inline void prefetch_row(const void* p, int64_t bytes) {
   for (int64_t o = 0; o < bytes; o += 64)
     _mm_prefetch(static_cast<const char*>(p) + o, _MM_HINT_T0);

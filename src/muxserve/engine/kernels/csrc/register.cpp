@@ -13,10 +13,20 @@ TORCH_LIBRARY(muxserve_cpu, m) {
   m.def("add_rms_norm(Tensor(a!) x, Tensor? y, Tensor? y_weight, Tensor weight, float eps) "
         "-> Tensor");
   m.def("gated_act(Tensor gate_up, int act) -> Tensor");
+  m.def("amx_available() -> bool");
+  m.def("amx_pack(Tensor w) -> Tensor");
+  m.def("amx_linear(Tensor x, Tensor packed, Tensor? bias, bool out_fp32) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(muxserve_cpu, CPU, m) {
   m.impl("decode_attention", decode_attention);
   m.impl("add_rms_norm", add_rms_norm);
   m.impl("gated_act", gated_act);
+  m.impl("amx_pack", amx_pack);
+  m.impl("amx_linear", amx_linear);
+}
+
+// no tensor arguments: registered for every backend
+TORCH_LIBRARY_IMPL(muxserve_cpu, CompositeExplicitAutograd, m) {
+  m.impl("amx_available", amx_linear_available);
 }
