@@ -60,14 +60,17 @@ class ModelRunner:
         self.model = build_model(arch, weights, dtype)
         self.attn = PagedAttention(pool.storage, layout, arch.num_heads, arch.attn_scale)
 
-    def pack_weights(self, amx: bool = True) -> int:
-        """Reorder this process's bf16 projections for a faster matmul: AMX tile order where
-        available (amx=True), else oneDNN's layout (see `models.linear`). Call it in the
-        process that runs the model (oneDNN's copy cannot be pickled or shared). Returns how
-        many projections it packed."""
-        layers = self.model.layers
-        return sum(lin.pack(amx) for lin in [self.model.lm_head]
-                   + [lin for layer in layers for lin in layer.linears()])
+    def pack_weights(self, amx: bool = True, onednn: bool = True) -> int:
+        """Reorder the bf16 projections for a faster matmul: AMX tile order where available
+        (amx), else oneDNN's layout (onednn; see `models.linear`). AMX tiles are plain tensors
+        (shareable, picklable); oneDNN's copy must be made in the process that runs the model.
+        Returns how many projections are packed."""
+        m = self.model
+        n = sum(lin.pack(amx, onednn) for lin in [m.lm_head]
+                + [lin for layer in m.layers for lin in layer.linears()])
+        if m.tied and m.lm_head.tiles is not None:
+            m.embed = None  # one copy of a tied table: embedding rows come from the tiles
+        return n
 
     @torch.inference_mode()
     def execute(self, items: Sequence[SeqInput]) -> torch.Tensor:

@@ -57,6 +57,18 @@ def test_amx_tiles_match_f_linear_to_a_bf16_rounding(n, k, rows, with_bias) -> N
 
 
 @needs_amx
+def test_rows_of_a_tiled_weight_are_the_embedding_rows() -> None:
+    """Tied tables: once the lm_head is tiled, the embedding reads its rows from the tiles."""
+    w = torch.randn(96, 64).bfloat16()
+    ids = torch.tensor([0, 95, 17, 17, 40])
+    lin = Linear(w.clone())
+    assert torch.equal(lin.rows(ids), w[ids])
+    lin.pack()
+    assert lin.tiles is not None and lin.weight is None
+    assert torch.equal(lin.rows(ids), w[ids])
+
+
+@needs_amx
 def test_amx_packed_linear_pickles_and_keeps_its_tiles() -> None:
     lin = Linear(torch.randn(64, 32).bfloat16())
     x = torch.randn(3, 32).bfloat16()

@@ -84,6 +84,16 @@ def ops(dtype: torch.dtype) -> Any | None:
     return _load()
 
 
+def library() -> Any:
+    """`torch.ops.muxserve_cpu`, loaded whatever the on/off setting: for data already in a
+    kernel's format (AMX-packed weights that reached another process). Raises if unbuildable."""
+    ops_ = _load()
+    if ops_ is None:
+        raise RuntimeError("muxserve: the fused CPU kernels are not available in this process "
+                           "but its weights were packed for them")
+    return ops_
+
+
 def available() -> bool:
     """Whether the kernels are on and built (builds them on first call)."""
     return _enabled and _load() is not None

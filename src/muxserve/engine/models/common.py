@@ -55,10 +55,21 @@ class Weights:
             raise ValueError(f"only some of {biases} have a bias")
         return self.cat(biases)
 
-    def lm_head(self, tied: bool) -> torch.Tensor:
+    def lm_head(self, tied: bool, embed: torch.Tensor) -> torch.Tensor:
+        """The output projection: `embed` itself (one tensor, not a second conversion of the
+        same weights) when tied or when the checkpoint has no lm_head."""
         if not tied and "lm_head.weight" in self.weights:
             return self.weights["lm_head.weight"].detach().to(self.dtype).contiguous()
-        return self.get("embed_tokens.weight")
+        return embed
+
+
+def embed_tokens(tokens: torch.Tensor, embed: torch.Tensor | None, lm_head: Linear
+                 ) -> torch.Tensor:
+    """Embedding rows [T, hidden]; with tied weights whose plain table was dropped after the
+    lm_head was packed (ModelRunner.pack_weights), the rows come from the lm_head's tiles."""
+    if embed is not None:
+        return F.embedding(tokens, embed)
+    return lm_head.rows(tokens)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

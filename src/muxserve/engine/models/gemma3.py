@@ -16,6 +16,7 @@ from muxserve.engine.models.common import (
     Weights,
     add_rms_norm,
     apply_rope,
+    embed_tokens,
     gated_mlp,
     rope_cos_sin,
     rope_inv_freq,
@@ -46,8 +47,9 @@ class Gemma3Model:
                  dtype: torch.dtype) -> None:
         w = Weights(weights, dtype)
         self.arch, self.dtype = arch, dtype
-        self.embed = w.get("embed_tokens.weight")                   # [vocab, hidden]
-        self.lm_head = Linear(w.lm_head(arch.tie_embeddings))
+        self.embed: torch.Tensor | None = w.get("embed_tokens.weight")  # [vocab, hidden]
+        self.lm_head = Linear(w.lm_head(arch.tie_embeddings, self.embed))
+        self.tied = self.lm_head.weight is self.embed
         # HF multiplies by sqrt(hidden) rounded to the weight dtype
         self.embed_scale = torch.tensor(arch.hidden_size ** 0.5).to(dtype)
         self.norm = self._scale(w, "norm.weight")
@@ -85,7 +87,7 @@ class Gemma3Model:
         a = self.arch
         Hq, Hkv, D, eps = a.num_heads, a.num_kv_heads, a.head_dim, a.rms_norm_eps
         T = tokens.shape[0]
-        x = F.embedding(tokens, self.embed) * self.embed_scale      # [T, hidden]
+        x = embed_tokens(tokens, self.embed, self.lm_head) * self.embed_scale      # [T, hidden]
         fused = attn.can_fuse(batch)
         rope = {}
         for local, inv_freq in ((False, self.inv_freq_global), (True, self.inv_freq_local)):

@@ -64,10 +64,11 @@ class Linear:
     def is_packed(self) -> bool:
         return self.packed is not None or self.tiles is not None
 
-    def pack(self, amx: bool = True) -> bool:
+    def pack(self, amx: bool = True, onednn: bool = True) -> bool:
         """Reorder a bf16 weight into AMX tile order (amx=True, where available and both dims
-        are multiples of 32) or else oneDNN's layout; a no-op for other dtypes or builds
-        without either. The packed copy replaces the plain weight. Returns whether it packed."""
+        are multiples of 32) or else oneDNN's layout (onednn=True); a no-op for other dtypes
+        or builds without either. The packed copy replaces the plain weight. Returns whether
+        it is packed."""
         w = self.weight
         if self.is_packed:
             return True
@@ -75,7 +76,7 @@ class Linear:
             return False
         if amx and w.shape[0] % 32 == 0 and w.shape[1] % 32 == 0 and amx_packing_available():
             self.tiles = torch.ops.muxserve_cpu.amx_pack(w.contiguous())
-        elif bf16_packing_available():
+        elif onednn and bf16_packing_available():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(w, _PACK_ROWS_HINT)
         else:
             return False
@@ -85,15 +86,24 @@ class Linear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._apply(x, fp32_out=False)
 
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """weight[ids] [T, in] (an embedding lookup on a tied table), from the plain weight or
+        the AMX tiles (oneDNN's opaque copy cannot be read)."""
+        if self.weight is not None:
+            return F.embedding(ids, self.weight)
+        assert self.tiles is not None, "rows() needs the plain weight or AMX tiles"
+        n, k = self.tiles.shape
+        t = self.tiles.view(n // 16, k // 32, 16, 16, 2)  # [block, kb, K-pair, column, 2]
+        return t[ids // 16, :, :, ids % 16].reshape(-1, k)  # [T, kb, pair, 2] -> [T, K]
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Like calling it, but returns fp32 (the AMX kernel writes fp32 directly)."""
         return self._apply(x, fp32_out=True).float()
 
     def _apply(self, x: torch.Tensor, fp32_out: bool) -> torch.Tensor:
         x2 = x.reshape(-1, x.shape[-1])
-        if self.tiles is not None:
-            y = torch.ops.muxserve_cpu.amx_linear(x2.contiguous(), self.tiles, self.bias,
-                                                  fp32_out)
+        if self.tiles is not None:  # (unpickled in another process: load the library there)
+            y = kernels.library().amx_linear(x2.contiguous(), self.tiles, self.bias, fp32_out)
         elif self.packed is not None:
             y = torch.ops.mkldnn._linear_pointwise(x2, self.packed, self.bias, "none", [], "")
         else:

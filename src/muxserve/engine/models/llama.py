@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from muxserve.config.models import ModelArch
 from muxserve.engine.attention import AttnBatch, PagedAttention
@@ -15,6 +14,7 @@ from muxserve.engine.models.common import (
     Weights,
     add_rms_norm,
     apply_rope,
+    embed_tokens,
     gated_mlp,
     rope_cos_sin,
     rope_inv_freq,
@@ -40,8 +40,9 @@ class LlamaModel:
                  dtype: torch.dtype) -> None:
         w = Weights(weights, dtype)
         self.arch, self.dtype = arch, dtype
-        self.embed = w.get("embed_tokens.weight")                  # [vocab, hidden]
-        self.lm_head = Linear(w.lm_head(arch.tie_embeddings))       # [vocab, hidden]
+        self.embed: torch.Tensor | None = w.get("embed_tokens.weight")  # [vocab, hidden]
+        self.lm_head = Linear(w.lm_head(arch.tie_embeddings, self.embed))  # [vocab, hidden]
+        self.tied = self.lm_head.weight is self.embed
         self.norm = w.get("norm.weight")
         self.inv_freq = rope_inv_freq(arch.head_dim, arch.rope_theta)
         self.local = [arch.is_local_layer(i) for i in range(arch.num_layers)]  # Mistral-style
@@ -66,7 +67,7 @@ class LlamaModel:
         a = self.arch
         Hq, Hkv, D, eps = a.num_heads, a.num_kv_heads, a.head_dim, a.rms_norm_eps
         T = tokens.shape[0]
-        x = F.embedding(tokens, self.embed)                         # [T, hidden]
+        x = embed_tokens(tokens, self.embed, self.lm_head)                         # [T, hidden]
         cos, sin = rope_cos_sin(batch.positions, self.inv_freq, self.dtype)  # [T, 1, D]
         fused = attn.can_fuse(batch)
         if fused:

@@ -65,6 +65,8 @@ def build_unit(config: UnitConfig) -> tuple[BlockManager, KVPool, list[BuiltMode
         runner = ModelRunner(arch, loaded.weights, pool, layout, dtype)  # type: ignore[arg-type]
         tokenizer = loaded.tokenizer
         del loaded  # drop unfused originals the runner does not reference
+        # AMX tile order is a plain tensor: pack once here and every worker shares it
+        runner.pack_weights(amx=True, onednn=False)
         nbytes = share_tensors(runner.model)
         built.append(BuiltModel(model_id, spec.name, arch, tokenizer, runner, nbytes))
         log.info("unit: loaded %s (%s): %.1f MiB of weights in shared memory", spec.name,

@@ -59,9 +59,10 @@ class UnitConfig:
     most one. cores: CPU ids the unit owns (default: this process's affinity when the unit
     starts). seed: generator of unseeded sampled requests in each worker.
     avg_seq_tokens / integrity_checks: passed to the scheduler (see SchedulerConfig).
-    pack_weights: each worker reorders its model's bf16 weights into a private oneDNN copy
-    (`muxserve.engine.models.linear`: faster matmuls, same tokens) at the price of one weight
-    copy per worker instead of one per model; off by default (no effect in float32).
+    bf16 weights whose projections fit AMX tiles are packed once in the unit process and
+    shared by its workers (`muxserve.engine.models.linear`). pack_weights: each worker also
+    reorders the projections left plain into a private oneDNN copy (faster matmuls, same
+    tokens) at the price of a copy per worker; off by default (no effect in float32).
     """
 
     models: tuple[ModelSpec, ...]
