@@ -61,6 +61,16 @@ inline void prefetch_row(const void* p, int64_t bytes) {
     _mm_prefetch(static_cast<const char*>(p) + o, _MM_HINT_T0);
 }
 
+// row r of the item's stream: K rows 0..n-1, then V rows (the V pass starts warm)
+template <typename T>
+inline void prefetch_stream(const T* const* rows, int64_t r, int64_t n, int64_t vofs,
+                            int64_t D) {
+  if (r < n)
+    prefetch_row(rows[r], D * sizeof(T));
+  else if (r < 2 * n)
+    prefetch_row(rows[r - n] + vofs, D * sizeof(T));
+}
+
 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 inline __m512 load16(const BF16* p) {
   const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
@@ -100,12 +110,12 @@ inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
 
 // s[g, i] = scale * q[g] . K[i], four keys at a time
 template <typename T, int G, int D, bool DP>
-void scores_simd(const float* q, const BF16* qb, const T* const* rows, int64_t n,
-                 float scale, float* s) {
+void scores_simd(const float* q, const BF16* qb, const T* const* rows, int64_t vofs,
+                 int64_t n, float scale, float* s) {
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
-    for (int64_t r = i + PREFETCH; r < std::min(n, i + PREFETCH + 4); ++r)
-      prefetch_row(rows[r], D * sizeof(T));
+    for (int64_t r = i + PREFETCH; r < i + PREFETCH + 4; ++r)
+      prefetch_stream(rows, r, n, vofs, D);
     __m512 acc[4][G];
     for (int r = 0; r < 4; ++r) {
       for (int g = 0; g < G; ++g) acc[r][g] = _mm512_setzero_ps();
@@ -116,6 +126,7 @@ void scores_simd(const float* q, const BF16* qb, const T* const* rows, int64_t n
                                                       acc[3][g]), _mm_set1_ps(scale)));
   }
   for (; i < n; ++i) {
+    prefetch_stream(rows, i + PREFETCH, n, vofs, D);
     __m512 acc[G];
     for (int g = 0; g < G; ++g) acc[g] = _mm512_setzero_ps();
     dot_row<T, G, D, DP>(q, qb, rows[i], acc);
@@ -132,13 +143,15 @@ template <int G, int D>
 void pv_bf16dp(const float* p, const BF16* const* rows, int64_t vofs, int64_t n,
                float* o, uint32_t* pairs) {
   const int64_t npairs = (n + 1) / 2;
-  for (int g = 0; g < G; ++g) {
-    for (int64_t j = 0; j < npairs; ++j) {
-      BF16 lo, hi;
-      put(p[g * n + 2 * j], &lo);
-      put(2 * j + 1 < n ? p[g * n + 2 * j + 1] : 0.f, &hi);
-      pairs[g * npairs + j] = uint32_t(lo.x) | (uint32_t(hi.x) << 16);
-    }
+  for (int g = 0; g < G; ++g) {  // p in bf16, consecutive: a word pair is (p[2j], p[2j+1])
+    BF16* dst = reinterpret_cast<BF16*>(pairs + g * npairs);
+    const float* src = p + g * n;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                          (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + i)));
+    for (; i < n; ++i) put(src[i], dst + i);
+    if (n % 2) dst[n].x = 0;
   }
   for (int64_t d0 = 0; d0 < D; d0 += 64) {
     __m512 acc[G][4];
@@ -203,17 +216,17 @@ void pv_simd(const float* p, const T* const* rows, int64_t vofs, int64_t n,
 }
 
 template <typename T, int G, int D>
-void scores_g(const float* q, const T* const* rows, int64_t n, float scale,
+void scores_g(const float* q, const T* const* rows, int64_t vofs, int64_t n, float scale,
               float* s, BF16* qb) {
 #if defined(__AVX512BF16__)
   if constexpr (std::is_same_v<T, BF16>) {
     if constexpr (D % 32 == 0) {
       for (int64_t i = 0; i < G * D; ++i) put(q[i], qb + i);  // exact: q holds bf16 values
-      return scores_simd<T, G, D, true>(q, qb, rows, n, scale, s);
+      return scores_simd<T, G, D, true>(q, qb, rows, vofs, n, scale, s);
     }
   }
 #endif
-  scores_simd<T, G, D, false>(q, qb, rows, n, scale, s);
+  scores_simd<T, G, D, false>(q, qb, rows, vofs, n, scale, s);
 }
 
 template <typename T, int G, int D>
@@ -238,7 +251,7 @@ bool attend_d(const float* q, const T* const* rows, int64_t vofs, int64_t G, int
 #define MUXSERVE_CASE(NG)                               \
   case NG:                                              \
     if (scores)                                         \
-      scores_g<T, NG, D>(q, rows, n, scale, s, qb);     \
+      scores_g<T, NG, D>(q, rows, vofs, n, scale, s, qb);\
     else                                                \
       pv_g<T, NG, D>(s, rows, vofs, n, o, pairs);       \
     return true;
