@@ -5,7 +5,10 @@ With --hf, transformers' own model of the same shapes runs the same decode in th
 (forward with its KV cache, what generate() does per step) as the baseline.
 Usage: .venv/bin/python benchmarks/engine_models_decode.py [--models smollm2-135m gemma3-270m]
        [--dtypes float32 bfloat16] [--batch 32] [--context 128] [--steps 32] [--threads 2] [--hf]
-       [--no-pack]
+       [--no-pack] [--onednn] [--no-kernels] [--ablation]
+--ablation times, back to back per model and dtype: plain PyTorch ops with oneDNN-packed
+weights (the engine before the fused kernels), fused kernels + oneDNN packing, fused kernels +
+AMX tiles (the default).
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ import time
 import torch
 
 from muxserve.config.models import ModelArch, get_model_arch
+from muxserve.engine import kernels
 from muxserve.engine.kv_pool import KVPool
 from muxserve.engine.model_runner import ModelRunner, SeqInput
 from muxserve.engine.sampling import first_argmax
 from muxserve.kvcache.block_manager import BlockManager
 
 CLOCK = time.perf_counter  # --cpu-time: time.process_time (robust on a shared machine, 1 thread)
-PACK = True  # --no-pack: plain bf16 weights (what the unit runtime's shared weights use)
+PACK = True  # --no-pack: plain bf16 weights
+AMX = True  # --onednn: pack into oneDNN's layout even where AMX tiles are available
 
 
 def random_hf_weights(arch: ModelArch, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -58,7 +63,7 @@ def bench(name: str, dtype: torch.dtype, batch: int, context: int, steps: int) -
     pool = KVPool(need + 16, dtype=dtype)
     runner = ModelRunner(arch, random_hf_weights(arch), pool, layout, dtype)
     if PACK:
-        runner.pack_weights()  # what MultiModelLLM does (bf16 only)
+        runner.pack_weights(amx=AMX)  # what MultiModelLLM does (bf16 only)
     g = torch.Generator().manual_seed(1)
     for s in range(batch):
         bm.allocate(s, 0, context)
@@ -118,15 +123,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hf", action="store_true", help="also time transformers (baseline)")
     ap.add_argument("--no-pack", action="store_true", help="do not pack bf16 weights")
+    ap.add_argument("--onednn", action="store_true", help="pack into oneDNN's layout, not AMX")
+    ap.add_argument("--no-kernels", action="store_true",
+                    help="plain PyTorch ops instead of the fused C++ kernels")
+    ap.add_argument("--ablation", action="store_true",
+                    help="time PyTorch ops + oneDNN, kernels + oneDNN, kernels + AMX")
     ap.add_argument("--cpu-time", action="store_true",
                     help="count this process's CPU seconds instead of wall time (use with "
                          "--threads 1 when other jobs share the machine)")
     args = ap.parse_args()
-    global CLOCK, PACK
-    PACK = not args.no_pack
+    global CLOCK, PACK, AMX
+    PACK, AMX = not args.no_pack, not args.onednn
+    kernels.set_enabled(not args.no_kernels)
     if args.cpu_time:
         CLOCK = time.process_time
     torch.set_num_threads(args.threads)
+    if args.ablation:
+        return ablation(args)
     for name in args.models:
         for dt in args.dtypes:
             tps = bench(name, getattr(torch, dt), args.batch, args.context, args.steps)
@@ -136,6 +149,25 @@ def main() -> None:
                 hf = bench_hf(name, getattr(torch, dt), args.batch, args.context, args.steps)
                 line += f"  transformers {hf:7.1f} tok/s  ratio {tps / hf:.2f}x"
             print(line, flush=True)
+
+
+def ablation(args: argparse.Namespace) -> None:
+    global AMX
+    steps = [("pytorch ops + onednn", False, False), ("kernels + onednn", True, False),
+             ("kernels + amx tiles", True, True)]
+    for name in args.models:
+        for dt in args.dtypes:
+            res = []
+            for label, on, amx in steps:
+                kernels.set_enabled(on)
+                AMX = amx
+                res.append((label, bench(name, getattr(torch, dt), args.batch, args.context,
+                                         args.steps)))
+            base = res[0][1]
+            print(f"{name:14s} {dt:9s} batch {args.batch} ctx {args.context}: " + "  ".join(
+                f"{label} {tps:6.1f} tok/s ({tps / base:.2f}x)" for label, tps in res),
+                flush=True)
+    kernels.set_enabled(True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 
+from muxserve.engine.memory import empty_on_hugepages
+
 DEFAULT_BLOCK_NUMEL = 8192  # one MuxServe block: 32 tokens x head_dim 128 x (K, V)
 
 
@@ -40,7 +42,8 @@ class KVPool:
         self.num_blocks = num_blocks
         self.block_numel = block_numel
         self.dtype = dtype
-        self.storage = torch.zeros(num_blocks, block_numel, dtype=dtype)
+        # huge pages: every decode step streams the context's blocks (see engine.memory)
+        self.storage = empty_on_hugepages((num_blocks, block_numel), dtype).zero_()
 
     def view(self, head_dim: int) -> torch.Tensor:
         """The pool as [num_blocks, 2, tokens_per_block, head_dim] (index 0 = K, 1 = V); no copy."""

@@ -11,7 +11,7 @@ PyTorch (write K/V, gather them into a buffer, SDPA) and ~13 ms in ~40 small ops
 - `add_rms_norm`: residual add (optionally of a normed branch, Gemma3's sandwich norms) and
   the next RMSNorm, one pass over the rows.
 - `gated_act`: silu/gelu-tanh of the gate times up, from the fused gate_up projection.
-- `amx_pack` / `amx_linear`: bf16 projections on AMX tiles (see models/linear.py), where the
+- `amx_linear`: bf16 projections on AMX tiles (see models/linear.py), where the
   CPU and OS allow AMX (`amx_available`).
 
 They run where the compute dtype is float32 or bfloat16; prefill attention stays on SDPA.
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import warnings
 from functools import cache
 from pathlib import Path
@@ -56,9 +57,22 @@ def set_enabled(flag: bool) -> bool:
     return old
 
 
+def _put_ninja_on_path() -> None:
+    """torch runs `ninja` from PATH; the pip package's binary is not there unless the venv is
+    activated."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja  # type: ignore[import-untyped]
+        except ImportError:
+            return
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
 @cache
 def _load() -> Any | None:
     from torch.utils import cpp_extension
+
+    _put_ninja_on_path()
 
     sources = sorted(_CSRC.glob("*.cpp"))
     # keyed by the sources (headers included), flags and torch: an edit never reuses a stale build

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from muxserve.engine import kernels
+from muxserve.engine.memory import empty_on_hugepages
 
 # Rows oneDNN tunes the packed layout for; any row count works (measured gains hold 1..128).
 _PACK_ROWS_HINT = 32
@@ -48,6 +49,17 @@ def amx_packing_available() -> bool:
     """True where the fused kernels are built (and on) and the CPU/OS allow AMX-bf16."""
     k = kernels.ops(torch.bfloat16)
     return k is not None and bool(k.amx_available())
+
+
+def amx_tiles(w: torch.Tensor) -> torch.Tensor:
+    """w [N, K] bf16 in the AMX kernel's order, [N/16 column blocks][K/32][16 K-pairs]
+    [16 columns][2], viewed as [N, K]: block nb's tile kb holds W[nb*16 + c, kb*32 + 2r + p]
+    at (r, c, p), so a pair of column blocks is one contiguous run (on huge pages)."""
+    n, k = w.shape
+    tiles = empty_on_hugepages((n, k), torch.bfloat16)
+    tiles.view(n // 16, k // 32, 16, 16, 2).copy_(
+        w.view(n // 16, 16, k // 32, 16, 2).permute(0, 2, 3, 1, 4))
+    return tiles
 
 
 class Linear:
@@ -75,7 +87,7 @@ class Linear:
         if w is None or w.dtype != torch.bfloat16:
             return False
         if amx and w.shape[0] % 32 == 0 and w.shape[1] % 32 == 0 and amx_packing_available():
-            self.tiles = torch.ops.muxserve_cpu.amx_pack(w.contiguous())
+            self.tiles = amx_tiles(w)
         elif onednn and bf16_packing_available():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(w, _PACK_ROWS_HINT)
         else:

@@ -3,8 +3,9 @@
 // Why not oneDNN's packed matmul: at decode sizes (M <= 64 rows) a projection streams its
 // weights from DRAM once per step, and oneDNN's kernel drew only ~6.5 GB/s per core here
 // (11-14 GB/s on two) against 15 per core for a plain read. This kernel lays each pair of
-// 16-column blocks out as one contiguous run of 1 KB tiles (`amx_pack`), so every thread reads
-// one sequential stream the hardware prefetcher follows, and prefetches the next pair's tiles
+// 16-column blocks out as one contiguous run of 1 KB tiles (packed by models/linear.py as
+// [N/16 column blocks][K/32][16 K-pairs][16 columns][2]), so every thread reads one
+// sequential stream the hardware prefetcher follows, and prefetches the pair after next
 // while the current pair multiplies. Any M works (row chunks of 32 reuse the pair's tiles from
 // cache), accumulation is fp32 (tdpbf16ps), output bf16 or fp32 (logits skip a conversion).
 #include "common.h"
@@ -102,7 +103,11 @@ void amx_linear_impl(const BF16* x, int64_t M, int64_t K, const BF16* w, int64_t
     int configured = -1;
     for (int64_t j = begin; j < end; ++j) {
       const BF16* b0 = w + 2 * j * KB * TILE;
-      const BF16* next = j + 1 < end ? b0 + 2 * KB * TILE : nullptr;
+#ifndef MUXSERVE_AMX_PF
+#define MUXSERVE_AMX_PF 2
+#endif
+      const BF16* next = (MUXSERVE_AMX_PF > 0 && j + MUXSERVE_AMX_PF < end)
+                             ? b0 + MUXSERVE_AMX_PF * 2 * KB * TILE : nullptr;
       for (int64_t m0 = 0; m0 < M; m0 += 32) {
         const int64_t rows = std::min<int64_t>(32, M - m0);
         const int shape = int(rows);
@@ -141,17 +146,7 @@ bool amx_linear_available() {
 #endif
 }
 
-// w [N, K] bf16 -> tiles [N/32 pairs][2 column blocks][K/32][16 K-pairs][16 columns][2]
-at::Tensor amx_pack(const at::Tensor& w) {
-  check_dtype(w, at::kBFloat16, "weight");
-  TORCH_CHECK(w.dim() == 2 && w.size(0) % 32 == 0 && w.size(1) % 32 == 0,
-              "amx_pack: weight must be [N, K] with N and K multiples of 32, got ", w.sizes());
-  const int64_t N = w.size(0), K = w.size(1);
-  // [nb, c, kb, r, p] -> [nb, kb, r, c, p]: nb-major, so a column-block pair is contiguous
-  return w.view({N / 16, 16, K / 32, 16, 2}).permute({0, 2, 3, 1, 4}).contiguous().view({N, K});
-}
-
-// y = x . W^T (+ bias) for x [M, K] bf16 and W packed by amx_pack; out_fp32 returns fp32
+// y = x . W^T (+ bias) for x [M, K] bf16 and W in tile order; out_fp32 returns fp32
 at::Tensor amx_linear(const at::Tensor& x, const at::Tensor& packed,
                       const c10::optional<at::Tensor>& bias, bool out_fp32) {
   TORCH_CHECK(amx_linear_available(), "amx_linear: this CPU/OS/build has no AMX bf16");

@@ -152,7 +152,6 @@ at::Tensor add_rms_norm(at::Tensor x, const c10::optional<at::Tensor>& y,
                         double eps);
 at::Tensor gated_act(const at::Tensor& gate_up, int64_t act);
 bool amx_linear_available();
-at::Tensor amx_pack(const at::Tensor& w);
 at::Tensor amx_linear(const at::Tensor& x, const at::Tensor& packed,
                       const c10::optional<at::Tensor>& bias, bool out_fp32);
 

@@ -14,7 +14,6 @@ TORCH_LIBRARY(muxserve_cpu, m) {
         "-> Tensor");
   m.def("gated_act(Tensor gate_up, int act) -> Tensor");
   m.def("amx_available() -> bool");
-  m.def("amx_pack(Tensor w) -> Tensor");
   m.def("amx_linear(Tensor x, Tensor packed, Tensor? bias, bool out_fp32) -> Tensor");
 }
 
@@ -22,7 +21,6 @@ TORCH_LIBRARY_IMPL(muxserve_cpu, CPU, m) {
   m.impl("decode_attention", decode_attention);
   m.impl("add_rms_norm", add_rms_norm);
   m.impl("gated_act", gated_act);
-  m.impl("amx_pack", amx_pack);
   m.impl("amx_linear", amx_linear);
 }
 
