@@ -67,7 +67,7 @@ class MultiModelLLM:
     Face folder or ``random:<preset>``. The pool is ``num_blocks`` blocks of ``block_numel``
     elements, or as many as fit in ``kv_pool_bytes`` (default 512 MiB); give at most one.
     seed: seeds the generator of requests that have no seed of their own.
-    pack_weights: reorder bf16 projections once into oneDNN's layout (faster, same results;
+    pack_weights: reorder bf16 projections once (AMX tiles, else oneDNN; faster, same results;
     see `muxserve.engine.models.linear`); no effect in float32.
     """
 
