@@ -1,9 +1,10 @@
 """Fused CPU kernels for the decode hot path, compiled once on first use.
 
-Why: a batch-32 bf16 decode step of SmolLM2 (52 ms) spent ~17 ms of 52 in paged attention as eager
-PyTorch (write K/V, gather them into a buffer, SDPA) and ~13 ms in ~40 small ops per layer
-(norms, RoPE, residual adds, activations) that each cost more to dispatch than to compute.
-`csrc/` fuses them into three ops, registered as `torch.ops.muxserve_cpu.*`:
+Why: a batch-32 bf16 decode step of SmolLM2 (52 ms) spent ~17 ms in paged attention as eager
+PyTorch (write K/V, gather them into a buffer, SDPA), ~13 ms in ~40 small ops per layer (norms,
+RoPE, residual adds, activations) that each cost more to dispatch than to compute, and ~20 ms
+in oneDNN's matmuls drawing weights at 11-14 GB/s. `csrc/` replaces them with these ops,
+registered as `torch.ops.muxserve_cpu.*`:
 
 - `decode_attention`: for each (sequence, KV head): QK-norm (Gemma3), RoPE, write the new K/V
   into the head-wise pool, then attend straight from the pool's blocks (no gather, no mask);
@@ -17,7 +18,7 @@ PyTorch (write K/V, gather them into a buffer, SDPA) and ~13 ms in ~40 small ops
 They run where the compute dtype is float32 or bfloat16; prefill attention stays on SDPA.
 The reference path in plain PyTorch remains (models/common.py, attention.py) and is what runs
 when the kernels are off: set MUXSERVE_KERNELS=0, or when no C++ compiler is found (a warning
-says why). The build (about a minute, `torch.utils.cpp_extension` with ninja) lands in
+says why). The build (~20 s on 2 cores, `torch.utils.cpp_extension` with ninja) lands in
 <cache>/kernels/ (the model cache root, see loader/cache.py) and is reused by later
 processes; `python -m muxserve.engine.kernels` builds it ahead of time.
 """
