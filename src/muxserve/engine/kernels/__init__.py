@@ -82,12 +82,12 @@ def _load() -> Any | None:
         digest.update(f.name.encode() + f.read_bytes())
     name = f"muxserve_cpu_{digest.hexdigest()[:12]}"
     build_dir = cache_root() / "kernels" / name
-    build_dir.mkdir(parents=True, exist_ok=True)
     try:
+        build_dir.mkdir(parents=True, exist_ok=True)
         cpp_extension.load(name=name, sources=[str(s) for s in sources], extra_cflags=_FLAGS,
                            extra_ldflags=["-fopenmp"], build_directory=str(build_dir),
                            is_python_module=False, verbose=False)
-    except (RuntimeError, OSError, ImportError) as e:  # no compiler or ninja: reference path
+    except (RuntimeError, OSError, ImportError) as e:  # no compiler, ninja or writable cache
         warnings.warn(f"muxserve: fused CPU kernels unavailable ({e}); using the plain "
                       f"PyTorch path (set MUXSERVE_KERNELS=0 to skip the build)", stacklevel=3)
         return None
