@@ -192,7 +192,7 @@ class PagedAttention:
 
     def can_fuse(self, batch: AttnBatch) -> bool:
         """Whether `decode` serves this batch: one new token per sequence, kernels built."""
-        fused = batch.max_new == 1 and kernels.ops(self.rows.dtype) is not None
+        fused = self.fusable([batch.max_new])
         assert fused or batch.write_rows is not None, "batch built without gather indices"
         return fused
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import sys
 from functools import cache
 
 import torch
+
+from muxserve.engine.envflags import env_switch
 
 HUGE_PAGE_BYTES = 2 << 20
 _MADV_HUGEPAGE = 14
@@ -40,7 +41,7 @@ def advise_hugepages(t: torch.Tensor) -> bool:
     """madvise(MADV_HUGEPAGE) over the 2 MB-aligned interior of t's storage; True if the
     kernel took the advice. Only pages not yet touched can become huge pages."""
     libc = _libc()
-    if os.environ.get("MUXSERVE_HUGEPAGES", "1").strip().lower() in ("0", "false", "no"):
+    if not env_switch("MUXSERVE_HUGEPAGES"):
         return False
     nbytes = t.untyped_storage().nbytes()
     if libc is None or nbytes < 2 * HUGE_PAGE_BYTES or t.device.type != "cpu":

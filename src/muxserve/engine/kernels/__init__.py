@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 
+from muxserve.engine.envflags import env_switch
 from muxserve.engine.loader.cache import cache_root
 
 _CSRC = Path(__file__).with_name("csrc")
@@ -44,7 +45,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def enabled_by_env() -> bool:
-    return os.environ.get("MUXSERVE_KERNELS", "1").strip().lower() not in ("0", "false", "no")
+    return env_switch("MUXSERVE_KERNELS")
 
 
 _enabled = enabled_by_env()

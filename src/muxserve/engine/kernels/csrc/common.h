@@ -37,22 +37,21 @@ inline void put(float f, BF16* dst) {
   dst->x = uint16_t(f != f ? 0x7FC0u : r);
 }
 
+template <typename T>
+inline void load_into(const T* src, float* dst, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) dst[i] = to_f(src[i]);
+}
+
 // dst[i] = float(src[i]); returns src itself when it is already float (no copy)
 template <typename T>
 inline const float* load_row(const T* src, float* dst, int64_t n) {
   if constexpr (std::is_same_v<T, float>) {
     return src;
   } else {
-#pragma omp simd
-    for (int64_t i = 0; i < n; ++i) dst[i] = to_f(src[i]);
+    load_into(src, dst, n);
     return dst;
   }
-}
-
-template <typename T>
-inline void load_into(const T* src, float* dst, int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) dst[i] = to_f(src[i]);
 }
 
 template <typename T>
@@ -100,17 +99,10 @@ inline float fast_exp(float x) {
   return p * scale;
 }
 
-inline float sum_sq(const float* x, int64_t n) {
-  float acc = 0.f;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += x[i] * x[i];
-  return acc;
-}
-
 // x *= rsqrt(mean(x^2) + eps) * w (w may be null: no scale)
 template <typename T>
 inline void rms_norm_row(float* x, const T* w, int64_t n, float eps) {
-  float rstd = 1.0f / std::sqrt(sum_sq(x, n) / float(n) + eps);
+  float rstd = 1.0f / std::sqrt(dot(x, x, n) / float(n) + eps);
   if (w == nullptr) {
 #pragma omp simd
     for (int64_t i = 0; i < n; ++i) x[i] *= rstd;
